@@ -1,0 +1,44 @@
+# The two commands: `make run` (the tour on the fake driver) and `make test` (everything).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+export PIP_NO_INPUT := 1
+
+.PHONY: run test system-deps lint typecheck unit docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The stamp files re-run an install only when a pyproject changes.
+$(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
+	$(PIP) install -e . -e plugins/fake
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]'
+	touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/tour.sh
+
+system-deps:
+	bash .ci/system-deps.sh
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy powerdrivers plugins/fake/powerdrivers_fake tests
+
+unit: $(VENV)/.test-installed
+	$(BIN)/pytest --cov --cov-report=term
+
+docs: $(VENV)/.test-installed
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+
+test: system-deps lint typecheck unit docs
+
+clean:
+	rm -rf $(VENV) .cache docs/_build .coverage .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,438 @@
+"""The fake driver: a complete, contract-abiding hypervisor that lives in memory or a file."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from powerdrivers import (
+    Capability,
+    Driver,
+    EventKind,
+    InstanceNotFound,
+    InstanceReading,
+    InstanceSpec,
+    InvalidSpec,
+    InvalidURI,
+    Operation,
+    PowerDriversError,
+    VcpuStats,
+    check_operation,
+    redact_uri,
+)
+from powerdrivers._changes import change_kind
+from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
+from powerdrivers_fake._options import FakeOptions, Latency, make_error, parse_options
+from powerdrivers_fake._seed import new_record, seed_document
+from powerdrivers_fake._store import Document, FileStore, MemoryStore, Store
+
+_LOG = logging.getLogger("powerdrivers.fake")
+_S = FakeNativeState
+_RUNNING_STATES = {_S.RUNNING, _S.SHUTTING_DOWN, _S.REBOOTING}
+
+
+class FakeDriver(Driver):
+    """A fake hypervisor for tests, CI and demos, held to the same contract as real drivers.
+
+    URIs: ``fake:///`` (or none) keeps state in memory, private to this
+    driver; ``fake:///path/to/state.json`` keeps it in a JSON file shared,
+    with locking, by every process that names it, so successive CLI calls
+    see the same instances. A new state starts with a few demo instances.
+
+    Options (strings from the CLI, or typed values from code):
+
+    ``latency``
+        Seconds added to every hypervisor call: ``0.05``, or a range ``0.01-0.2``.
+    ``fail_next``
+        Fail the next operation with an error: ``hypervisor``, ``timeout``,
+        ``connection`` or ``authentication``.
+    ``fail_<operation>``
+        Fail every call of that operation (``fail_start``, ``fail_read``,
+        ``fail_vcpu_stats``...) with the named error.
+    ``fail_connect``
+        Fail to connect with the named error.
+    ``uncooperative``
+        Comma-separated instance names whose guests ignore graceful shutdown
+        and soft reboot (the demo's ``legacy-db`` already does).
+    ``crash`` / ``crash_after``
+        Comma-separated instance names that crash ``crash_after`` seconds
+        (default 2) after they are, or start, running.
+    ``guest_delay``
+        Seconds a cooperative guest takes to shut down or reboot (default 0.5).
+    ``seed`` / ``instances``
+        ``demo`` (default) or ``empty``, plus that many generated instances.
+    ``poll_interval``
+        How often a file-backed driver looks for other processes' changes.
+    ``username`` / ``password``
+        Accepted and ignored, so scripts can switch drivers unchanged.
+    """
+
+    name: ClassVar[str] = "fake"
+    interface_version: ClassVar[str] = "1.0"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    native_states = FAKE_NATIVE_STATES
+
+    def __init__(self, uri: str | None = None, **options: Any) -> None:
+        settings = parse_options(options)
+        super().__init__(uri, poll_interval_s=settings.poll_interval)
+        self._settings = settings
+        self._store = _open_store(uri, settings)
+        if settings.fail_connect:
+            raise make_error(
+                settings.fail_connect, f"injected {settings.fail_connect} failure connecting to fake"
+            )
+        self._latency = settings.latency
+        self._failures: list[tuple[str | None, PowerDriversError, bool]] = []
+        if settings.fail_next:
+            self.inject_failure(make_error(settings.fail_next, "injected failure (fail_next)"))
+        for target, error_name in settings.fail_on.items():
+            self.inject_failure(make_error(error_name, f"injected failure of {target}"), target, once=False)
+        self._delivery_lock = threading.Lock()
+        self._delivered = -1
+        self._next_due: float | None = None
+        self._timers: set[threading.Timer] = set()
+        self._timers_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._watching = threading.Event()
+        with self._transaction() as document:
+            self._delivered = document["seq"]
+            self._apply_guest_options(document)
+
+    # -- test-double controls ---------------------------------------------
+
+    def inject_failure(
+        self, error: PowerDriversError, operation: str | Operation | None = None, *, once: bool = True
+    ) -> None:
+        """Make a call fail with ``error``.
+
+        ``operation`` ``None`` targets the next operation of any kind;
+        otherwise an :class:`~powerdrivers.Operation`, ``"read"`` or
+        ``"vcpu_stats"``. With ``once`` false the failure stays.
+        """
+        self._failures.append((str(operation) if operation is not None else None, error, once))
+
+    def clear_failures(self) -> None:
+        """Remove every injected failure."""
+        self._failures.clear()
+
+    def set_latency(self, low: float, high: float | None = None) -> None:
+        """Add ``low`` seconds (or a uniform delay in ``low..high``) to every call."""
+        self._latency = Latency(low, low if high is None else high)
+
+    def set_cooperative(self, ref: str, cooperative: bool) -> None:
+        """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
+        with self._transaction() as document:
+            self._find(document, ref)["guest"] = "cooperative" if cooperative else "uncooperative"
+
+    def crash(self, ref: str) -> InstanceReading:
+        """Crash a running instance now, as a guest kernel panic would."""
+        with self._transaction() as document:
+            record = self._find(document, ref)
+            check_operation(record["name"], Operation.POWER_OFF, self._reading(record).power_state, None)
+            self._set_state(document, record, _S.CRASHED, "panicked", cause=None)
+        return self.get_instance(record["id"])
+
+    # -- reading ------------------------------------------------------------
+
+    def _read_all(self) -> list[InstanceReading]:
+        self._call("read")
+        with self._transaction() as document:
+            return [self._reading(record) for record in document["instances"].values()]
+
+    def _read_one(self, ref: str) -> InstanceReading:
+        self._call("read")
+        with self._transaction() as document:
+            return self._reading(self._find(document, ref))
+
+    # -- operations -----------------------------------------------------------
+
+    def _start(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.START) as (document, record, cause):
+            resumed = record["state"] == _S.SUSPENDED
+            self._set_state(document, record, _S.RUNNING, "restored" if resumed else "booted", cause)
+            self._arm_crash(record)
+
+    def _power_off(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.POWER_OFF) as (document, record, cause):
+            self._set_state(document, record, _S.SHUTOFF, "destroyed", cause)
+
+    def _request_shutdown(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.SHUTDOWN) as (document, record, cause):
+            if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
+                self._set_state(document, record, _S.SHUTTING_DOWN, "acpi", cause)
+                self._plan(record, "shutdown", cause)
+
+    def _request_reboot(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.REBOOT) as (document, record, cause):
+            if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
+                self._set_state(document, record, _S.REBOOTING, "acpi", cause)
+                self._plan(record, "reboot", cause)
+
+    def _hard_reboot(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.HARD_REBOOT) as (document, record, cause):
+            self._set_state(document, record, _S.RUNNING, "reset", cause, kind=EventKind.REBOOTED)
+            self._arm_crash(record)
+
+    def _pause(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.PAUSE) as (document, record, cause):
+            self._set_state(document, record, _S.PAUSED, "user", cause)
+
+    def _unpause(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.UNPAUSE) as (document, record, cause):
+            self._set_state(document, record, _S.RUNNING, "unpaused", cause)
+
+    def _suspend(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.SUSPEND) as (document, record, cause):
+            self._set_state(document, record, _S.SUSPENDED, "saved", cause)
+
+    def _resume(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.RESUME) as (document, record, cause):
+            self._set_state(document, record, _S.RUNNING, "restored", cause)
+            self._arm_crash(record)
+
+    def _spawn(self, spec: InstanceSpec) -> InstanceReading:
+        self._call(Operation.SPAWN)
+        with self._transaction() as document:
+            if any(record["name"] == spec.name for record in document["instances"].values()):
+                raise InvalidSpec(f"an instance named {spec.name!r} already exists")
+            record = new_record(spec.name, _S.RUNNING, "booted", vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+            document["instances"][record["id"]] = record
+            self._arm_crash(record)
+            self._append_event(document, record, EventKind.SPAWNED, Operation.SPAWN)
+            return self._reading(record)
+
+    def _delete(self, instance: InstanceReading) -> None:
+        with self._operation(instance, Operation.DELETE) as (document, record, cause):
+            del document["instances"][record["id"]]
+            record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
+            self._append_event(document, record, EventKind.DELETED, cause)
+
+    def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
+        self._call("vcpu_stats")
+        with self._transaction() as document:
+            record = self._find(document, instance.id)
+        # Synthetic but stable within a window, so two readings in one window agree.
+        rng = random.Random(f"{record['id']}:{int(time.time() / window_s)}")
+        stats = []
+        for vcpu in range(record["vcpus"]):
+            running = rng.uniform(0.05, 0.6)
+            waiting = rng.uniform(0.0, 0.1)
+            stats.append(VcpuStats(vcpu, running, 1.0 - running - waiting, waiting, window_s))
+        return stats
+
+    # -- events -------------------------------------------------------------
+
+    def _start_native_events(self) -> None:
+        with self._transaction() as document, self._delivery_lock:
+            self._delivered = document["seq"]
+        if isinstance(self._store, FileStore):
+            self._watching.set()
+            self._watcher = threading.Thread(target=self._watch, name="powerdrivers-fake-watch", daemon=True)
+            self._watcher.start()
+
+    def _stop_native_events(self) -> None:
+        self._watching.clear()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join()
+        self._watcher = None
+
+    def _close(self) -> None:
+        with self._timers_lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
+
+    def _watch(self) -> None:
+        fingerprint = self._store.fingerprint()
+        while self._watching.is_set():
+            time.sleep(self._settings.poll_interval)
+            current = self._store.fingerprint()
+            due = self._next_due is not None and time.time() >= self._next_due
+            if current != fingerprint or due:
+                fingerprint = current
+                self._tick()
+
+    def _tick(self) -> None:
+        try:
+            with self._transaction():
+                pass
+        except PowerDriversError as error:
+            _LOG.warning("fake: could not apply pending guest actions: %s", error)
+
+    # -- internals ------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Document]:
+        with self._store.transaction() as document:
+            self._settle(document)
+            yield document
+            dues = [
+                due
+                for record in document["instances"].values()
+                for due in ((record["pending"] or {}).get("due"), record["crash_at"])
+                if due is not None
+            ]
+            self._next_due = min(dues, default=None)
+        self._deliver(document)
+
+    @contextmanager
+    def _operation(
+        self, instance: InstanceReading, operation: Operation
+    ) -> Iterator[tuple[Document, dict[str, Any], Operation | None]]:
+        self._call(operation)
+        with self._transaction() as document:
+            record = self._find(document, instance.id)
+            # Another process may have changed the instance since the core checked it.
+            current = self._reading(record)
+            check_operation(record["name"], operation, current.power_state, current.transition)
+            yield document, record, self._tracker.in_flight(record["id"]) or operation
+
+    def _call(self, target: str) -> None:
+        delay = self._latency.sample()
+        if delay:
+            time.sleep(delay)
+        for index, (wanted, error, once) in enumerate(self._failures):
+            if wanted == target or (wanted is None and target != "read"):
+                if once:
+                    del self._failures[index]
+                raise error
+
+    def _settle(self, document: Document) -> None:
+        now = time.time()
+        for record in list(document["instances"].values()):
+            pending = record["pending"]
+            if pending is not None and pending["due"] <= now:
+                cause = Operation(pending["cause"]) if pending["cause"] else None
+                if pending["action"] == "shutdown" and record["state"] == _S.SHUTTING_DOWN:
+                    self._set_state(document, record, _S.SHUTOFF, "shutdown", cause)
+                elif pending["action"] == "reboot" and record["state"] == _S.REBOOTING:
+                    self._set_state(document, record, _S.RUNNING, "rebooted", cause, kind=EventKind.REBOOTED)
+                    self._arm_crash(record)
+                record["pending"] = None
+            if record["crash_at"] is not None and record["crash_at"] <= now:
+                if record["state"] in _RUNNING_STATES:
+                    self._set_state(document, record, _S.CRASHED, "panicked", None)
+                record["crash_at"] = None
+
+    def _set_state(
+        self,
+        document: Document,
+        record: dict[str, Any],
+        state: FakeNativeState,
+        reason: str,
+        cause: Operation | None,
+        kind: EventKind | None = None,
+    ) -> None:
+        before = self._reading(record)
+        record["state"], record["reason"] = str(state), reason
+        if state not in _RUNNING_STATES:
+            record["crash_at"] = None
+        if state not in (_S.SHUTTING_DOWN, _S.REBOOTING):
+            record["pending"] = None
+        kind = kind or change_kind(before, self._reading(record))
+        if kind is not None:
+            self._append_event(document, record, kind, cause)
+
+    def _append_event(
+        self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
+    ) -> None:
+        document["seq"] += 1
+        document["events"].append(
+            {
+                "seq": document["seq"],
+                "time": time.time(),
+                "kind": str(kind),
+                "id": record["id"],
+                "name": record["name"],
+                "state": record["state"],
+                "reason": record["reason"],
+                "cause": str(cause) if cause else None,
+            }
+        )
+
+    def _deliver(self, document: Document) -> None:
+        with self._delivery_lock:
+            fresh = [event for event in document["events"] if event["seq"] > self._delivered]
+            if not fresh:
+                return
+            self._delivered = fresh[-1]["seq"]
+            for event in fresh:
+                reading = self.native_states.reading(
+                    event["id"],
+                    event["name"],
+                    event["state"],
+                    event["reason"],
+                    observed_at=datetime.fromtimestamp(event["time"], UTC),
+                )
+                cause = Operation(event["cause"]) if event["cause"] else None
+                self._publish(EventKind(event["kind"]), reading, caused_by=cause)
+
+    def _plan(self, record: dict[str, Any], action: str, cause: Operation | None) -> None:
+        due = time.time() + self._settings.guest_delay
+        record["pending"] = {"action": action, "due": due, "cause": str(cause) if cause else None}
+        self._schedule(due)
+
+    def _arm_crash(self, record: dict[str, Any]) -> None:
+        if record["name"] in self._settings.crash or record["id"] in self._settings.crash:
+            record["crash_at"] = time.time() + self._settings.crash_after
+            self._schedule(record["crash_at"])
+
+    def _schedule(self, due: float) -> None:
+        timer = threading.Timer(max(0.0, due - time.time()) + 0.001, self._fire)
+        timer.daemon = True
+        with self._timers_lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._timers_lock:
+            current = threading.current_thread()
+            self._timers = {timer for timer in self._timers if timer is not current}
+        self._tick()
+
+    def _apply_guest_options(self, document: Document) -> None:
+        for record in document["instances"].values():
+            if record["name"] in self._settings.uncooperative or record["id"] in self._settings.uncooperative:
+                record["guest"] = "uncooperative"
+            if record["state"] in _RUNNING_STATES and record["crash_at"] is None:
+                self._arm_crash(record)
+
+    def _find(self, document: Document, ref: str) -> dict[str, Any]:
+        instances = document["instances"]
+        if ref in instances:
+            record: dict[str, Any] = instances[ref]
+            return record
+        for record in instances.values():
+            if record["name"] == ref:
+                return record
+        raise InstanceNotFound(ref)
+
+    def _reading(self, record: dict[str, Any]) -> InstanceReading:
+        return self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
+
+
+def _open_store(uri: str | None, settings: FakeOptions) -> Store:
+    def seed() -> Document:
+        return seed_document(settings.seed, settings.instances)
+
+    if uri is None:
+        return MemoryStore(seed)
+    parts = urlsplit(uri)
+    if parts.scheme != "fake" or parts.netloc or parts.query or parts.fragment:
+        raise InvalidURI(
+            f"the fake driver takes fake:/// or fake:///path/to/state.json, not {redact_uri(uri)!r}"
+        )
+    if parts.path in ("", "/"):
+        return MemoryStore(seed)
+    path = Path(unquote(parts.path))
+    if path.is_dir():
+        raise InvalidURI(f"fake state path {path} is a directory; name a .json file in it")
+    return FileStore(path, seed)

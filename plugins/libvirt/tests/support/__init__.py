@@ -1,0 +1,1 @@
+"""Test-support helpers for the libvirt plugin (tiny guest image, libvirtd harness)."""

@@ -1,0 +1,101 @@
+"""powerdrivers: one power-state model for every hypervisor.
+
+Load a driver by name, read canonical power states with the hypervisor's
+native values kept beside them, and put instances into the state you want::
+
+    import powerdrivers
+
+    with powerdrivers.load_driver("libvirt", "qemu:///system") as driver:
+        for instance in driver.list_instances():
+            print(instance.name, instance.power_state, instance.transition)
+        result = driver.shutdown("web-1", timeout=30)
+        print(result.outcome)  # graceful, forced, already_off or timed_out
+"""
+
+from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
+from powerdrivers._driver import Driver
+from powerdrivers._event_kinds import EventKind
+from powerdrivers._events import Event, Listener, Subscription
+from powerdrivers._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    DriverConflict,
+    DriverLoadError,
+    DriverNotFound,
+    HypervisorConnectionError,
+    HypervisorError,
+    IncompatibleDriver,
+    InstanceNotFound,
+    InvalidOption,
+    InvalidSpec,
+    InvalidStateTransition,
+    InvalidURI,
+    OperationFailed,
+    OperationTimeout,
+    PluginError,
+    PowerDriversError,
+    UnsupportedOperation,
+)
+from powerdrivers._loader import NAMESPACE, DriverInfo, available_drivers, load_driver, load_driver_class
+from powerdrivers._native import NativeMapping, NativeStateTable
+from powerdrivers._operations import OPERATION_TABLE, Operation, OperationRule, check_operation, rule_for
+from powerdrivers._outcomes import OperationResult, Outcome
+from powerdrivers._reading import InstanceReading
+from powerdrivers._secrets import Secret, redact_uri
+from powerdrivers._spec import InstanceSpec
+from powerdrivers._states import PowerState, Transition
+from powerdrivers._vcpu import VcpuStats
+from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INTERFACE_VERSION",
+    "NAMESPACE",
+    "OPERATION_TABLE",
+    "REQUIRED_CAPABILITIES",
+    "SUPPORTED_INTERFACE_RANGE",
+    "AuthenticationError",
+    "Capability",
+    "ConfigurationError",
+    "Driver",
+    "DriverConflict",
+    "DriverInfo",
+    "DriverLoadError",
+    "DriverNotFound",
+    "Event",
+    "EventKind",
+    "HypervisorConnectionError",
+    "HypervisorError",
+    "IncompatibleDriver",
+    "InstanceNotFound",
+    "InstanceReading",
+    "InstanceSpec",
+    "InvalidOption",
+    "InvalidSpec",
+    "InvalidStateTransition",
+    "InvalidURI",
+    "Listener",
+    "NativeMapping",
+    "NativeStateTable",
+    "Operation",
+    "OperationFailed",
+    "OperationResult",
+    "OperationRule",
+    "OperationTimeout",
+    "Outcome",
+    "PluginError",
+    "PowerDriversError",
+    "PowerState",
+    "Secret",
+    "Subscription",
+    "Transition",
+    "UnsupportedOperation",
+    "VcpuStats",
+    "available_drivers",
+    "check_operation",
+    "load_driver",
+    "load_driver_class",
+    "redact_uri",
+    "rule_for",
+]

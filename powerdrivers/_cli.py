@@ -1,0 +1,475 @@
+"""The ``powerdrivers`` command line.
+
+Exit codes: 0 ok; 1 operation failed (hypervisor error, timeout, a graceful
+operation that timed out with forcing refused); 2 usage (bad flags, no or
+unknown driver, broken plugin, bad URI or option); 3 instance not found;
+4 invalid transition or unsupported operation; 5 connection or
+authentication failure; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from powerdrivers._driver import Driver
+from powerdrivers._events import Event
+from powerdrivers._exceptions import (
+    ConfigurationError,
+    HypervisorConnectionError,
+    InstanceNotFound,
+    InvalidOption,
+    InvalidStateTransition,
+    OperationTimeout,
+    PluginError,
+    PowerDriversError,
+    UnsupportedOperation,
+)
+from powerdrivers._loader import available_drivers, load_driver, load_driver_class
+from powerdrivers._operations import OPERATION_TABLE, Operation
+from powerdrivers._outcomes import OperationResult
+from powerdrivers._output import print_json, print_json_line, print_table
+from powerdrivers._progress import Progress
+from powerdrivers._reading import InstanceReading
+from powerdrivers._secrets import Secret
+from powerdrivers._states import PowerState, Transition
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INVALID = 4
+EXIT_CONNECTION = 5
+EXIT_INTERRUPTED = 130
+
+_EXIT_CODES: tuple[tuple[type[PowerDriversError], int], ...] = (
+    (PluginError, EXIT_USAGE),
+    (ConfigurationError, EXIT_USAGE),
+    (InstanceNotFound, EXIT_NOT_FOUND),
+    (InvalidStateTransition, EXIT_INVALID),
+    (UnsupportedOperation, EXIT_INVALID),
+    (HypervisorConnectionError, EXIT_CONNECTION),
+)
+
+_ENV_DRIVER = "POWERDRIVERS_DRIVER"
+_ENV_URI = "POWERDRIVERS_URI"
+_ENV_PASSWORD = "POWERDRIVERS_PASSWORD"  # noqa: S105  (the variable's name, not a secret)
+
+_VERBS = {Operation.SHUTDOWN: "shut down", Operation.REBOOT: "reboot"}
+
+
+class UsageError(Exception):
+    """The command line itself is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def exit_code_for(error: PowerDriversError) -> int:
+    """Return the documented exit code for ``error``."""
+    for error_class, code in _EXIT_CODES:
+        if isinstance(error, error_class):
+            return code
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return its exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="powerdrivers: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        options = _build_parser().parse_args(arguments)
+        return int(options.handler(options))
+    except UsageError as error:
+        return _fail(EXIT_USAGE, str(error), debug)
+    except PowerDriversError as error:
+        return _fail(exit_code_for(error), str(error), debug)
+    except KeyboardInterrupt:
+        sys.stderr.write("\npowerdrivers: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        return _fail(
+            EXIT_FAILED, f"unexpected {type(error).__name__}: {error} (run with --debug for details)", debug
+        )
+
+
+def _fail(code: int, message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    sys.stderr.write(f"powerdrivers: error: {message}\n")
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("-d", "--driver", default=argparse.SUPPRESS, help=f"driver name (or ${_ENV_DRIVER})")
+    common.add_argument(
+        "-c", "--connect", metavar="URI", default=argparse.SUPPRESS, help=f"URI (or ${_ENV_URI})"
+    )
+    common.add_argument(
+        "-o",
+        "--option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=argparse.SUPPRESS,
+        help="driver option; repeatable",
+    )
+    common.add_argument("-f", "--format", choices=("table", "json"), default=argparse.SUPPRESS)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks and debug log"
+    )
+
+    parser = _Parser(
+        prog="powerdrivers",
+        description="Read and change VM power states through any powerdrivers driver.",
+        parents=[common],
+        epilog=(
+            f"Environment: {_ENV_DRIVER}, {_ENV_URI}, {_ENV_PASSWORD} (a password is never a flag). "
+            "Exit codes: 0 ok, 1 operation failed, 2 usage, 3 instance not found, "
+            "4 invalid transition or unsupported operation, 5 connection or authentication failure."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> _Parser:
+        sub: _Parser = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("drivers", _cmd_drivers, "list installed drivers and whether they load")
+    command("states", _cmd_states, "show the power-state model and the operation table")
+    command("list", _cmd_list, "list instances with their power states")
+    command("info", _cmd_info, "show one instance").add_argument("id", metavar="ID")
+    command("start", _simple("start", "starting"), "power an instance on").add_argument("id", metavar="ID")
+    shutdown = command("shutdown", _cmd_shutdown, "ask the guest to shut down; force it after the timeout")
+    shutdown.add_argument("id", metavar="ID")
+    shutdown.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="default 60")
+    shutdown.add_argument(
+        "--retry-interval", type=_seconds, default=10.0, metavar="S", help="resend; default 10"
+    )
+    shutdown.add_argument("--no-force", action="store_true", help="never force; end timed_out instead")
+    command("poweroff", _simple("power_off", "powering off"), "stop an instance at once").add_argument(
+        "id", metavar="ID"
+    )
+    reboot = command("reboot", _cmd_reboot, "reboot through the guest (verified), or --hard")
+    reboot.add_argument("id", metavar="ID")
+    reboot.add_argument("--hard", action="store_true", help="reset without asking the guest")
+    reboot.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="default 60")
+    reboot.add_argument("--no-force", action="store_true", help="no hard fallback; end timed_out instead")
+    for name, method, label, help_text in (
+        ("pause", "pause", "pausing", "pause an instance's VCPUs"),
+        ("unpause", "unpause", "unpausing", "unpause an instance"),
+        ("suspend", "suspend", "suspending", "save an instance's memory and stop it"),
+        ("resume", "resume", "resuming", "restore a suspended instance"),
+    ):
+        command(name, _simple(method, label), help_text).add_argument("id", metavar="ID")
+    stats = command("stats", _cmd_stats, "per-VCPU running/blocked/waiting fractions over a window")
+    stats.add_argument("id", metavar="ID")
+    stats.add_argument("--window", type=_seconds, default=1.0, metavar="S", help="sampling window; default 1")
+    events = command("events", _cmd_events, "stream lifecycle events")
+    events.add_argument("--count", type=_count, default=None, metavar="N", help="stop after N events")
+    events.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="stop after S seconds")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or more seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _format(options: argparse.Namespace) -> str:
+    return str(getattr(options, "format", "table"))
+
+
+def _driver_name(options: argparse.Namespace, required: bool = True) -> str | None:
+    name = getattr(options, "driver", None) or os.environ.get(_ENV_DRIVER)
+    if not name and required:
+        installed = sorted({info.name for info in available_drivers()})
+        listed = ", ".join(installed) or "none"
+        raise UsageError(f"no driver given: use -d DRIVER or set {_ENV_DRIVER}; installed drivers: {listed}")
+    return name
+
+
+def _driver_options(options: argparse.Namespace) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in getattr(options, "option", []):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"option {item!r} is not KEY=VALUE")
+        if key.lower() in ("password", "passwd", "secret"):
+            raise InvalidOption(f"a {key} is never a flag: set {_ENV_PASSWORD} instead")
+        parsed[key] = value
+    password = os.environ.get(_ENV_PASSWORD)
+    if password:
+        parsed["password"] = Secret(password)
+    return parsed
+
+
+def _connect(options: argparse.Namespace) -> Driver:
+    name = _driver_name(options)
+    assert name is not None
+    uri = getattr(options, "connect", None) or os.environ.get(_ENV_URI) or None
+    return load_driver(name, uri, **_driver_options(options))
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def _cmd_drivers(options: argparse.Namespace) -> int:
+    infos = available_drivers()
+    if _format(options) == "json":
+        print_json([info.to_dict() for info in infos], sys.stdout)
+    else:
+        print_table(
+            ("NAME", "DISTRIBUTION", "VERSION", "INTERFACE", "STATUS", "CAPABILITIES / ERROR"),
+            [
+                (
+                    i.name,
+                    i.distribution,
+                    i.version,
+                    i.interface_version,
+                    i.status,
+                    i.error or list(i.capabilities),
+                )
+                for i in infos
+            ],
+            sys.stdout,
+        )
+    return EXIT_OK
+
+
+def _cmd_states(options: argparse.Namespace) -> int:
+    name = _driver_name(options, required=False)
+    native = []
+    if name:
+        table = load_driver_class(name).native_states
+        native = [
+            {
+                "native_state": str(row.native_state),
+                "native_reason": row.native_reason,
+                "power_state": row.power_state.value,
+                "transition": row.transition.value if row.transition else None,
+            }
+            for row in table
+        ]
+    operations = [
+        {
+            "operation": rule.operation.value,
+            "transition": rule.transition.value,
+            "allowed_from": sorted(state.value for state in rule.allowed_from),
+            "already_done_in": sorted(state.value for state in rule.already_done_in),
+            "result": rule.result.value if rule.result else None,
+            "forced": rule.forced,
+            "guest_dependent": rule.guest_dependent,
+        }
+        for rule in OPERATION_TABLE.values()
+    ]
+    if _format(options) == "json":
+        print_json(
+            {
+                "power_states": [{"name": s.value, "description": s.description} for s in PowerState],
+                "transitions": [{"name": t.value, "guest_dependent": t.guest_dependent} for t in Transition],
+                "operations": operations,
+                "native_states": native,
+            },
+            sys.stdout,
+        )
+        return EXIT_OK
+    print_table(("POWER STATE", "MEANING"), [(s.value, s.description) for s in PowerState], sys.stdout)
+    sys.stdout.write("\n")
+    print_table(
+        ("OPERATION", "TRANSITION", "ALLOWED FROM", "RESULT", "FORCED", "GUEST-DEPENDENT"),
+        [
+            (
+                o["operation"],
+                o["transition"],
+                o["allowed_from"],
+                o["result"] or "(deleted)",
+                o["forced"],
+                o["guest_dependent"],
+            )
+            for o in operations
+        ],
+        sys.stdout,
+    )
+    if native:
+        sys.stdout.write("\n")
+        print_table(
+            ("NATIVE STATE", "REASON", "POWER STATE", "TRANSITION"),
+            [
+                (n["native_state"], n["native_reason"] or "(any)", n["power_state"], n["transition"])
+                for n in native
+            ],
+            sys.stdout,
+        )
+    return EXIT_OK
+
+
+def _print_readings(readings: Sequence[InstanceReading], options: argparse.Namespace, single: bool) -> None:
+    if _format(options) == "json":
+        dicts = [reading.to_dict() for reading in readings]
+        print_json(dicts[0] if single else dicts, sys.stdout)
+        return
+    print_table(
+        ("ID", "NAME", "POWER STATE", "TRANSITION", "NATIVE STATE", "NATIVE REASON"),
+        [
+            (r.id, r.name, r.power_state.value, r.transition, r.native_state, r.native_reason)
+            for r in readings
+        ],
+        sys.stdout,
+    )
+
+
+def _cmd_list(options: argparse.Namespace) -> int:
+    with _connect(options) as driver:
+        readings = sorted(driver.list_instances(), key=lambda reading: reading.name)
+    _print_readings(readings, options, single=False)
+    return EXIT_OK
+
+
+def _cmd_info(options: argparse.Namespace) -> int:
+    with _connect(options) as driver:
+        reading = driver.get_instance(options.id)
+    _print_readings([reading], options, single=True)
+    return EXIT_OK
+
+
+def _simple(method: str, label: str) -> Callable[[argparse.Namespace], int]:
+    def handler(options: argparse.Namespace) -> int:
+        with _connect(options) as driver, Progress(f"{label} {options.id}", sys.stderr):
+            reading: InstanceReading = getattr(driver, method)(options.id)
+        _print_readings([reading], options, single=True)
+        return EXIT_OK
+
+    return handler
+
+
+def _cmd_shutdown(options: argparse.Namespace) -> int:
+    with _connect(options) as driver, Progress(f"shutting down {options.id}", sys.stderr):
+        result = driver.shutdown(
+            options.id,
+            timeout=options.timeout,
+            retry_interval=options.retry_interval or 10.0,
+            force=not options.no_force,
+        )
+    return _report(result, options)
+
+
+def _cmd_reboot(options: argparse.Namespace) -> int:
+    with _connect(options) as driver, Progress(f"rebooting {options.id}", sys.stderr):
+        result = driver.reboot(
+            options.id, hard=options.hard, timeout=options.timeout, force=not options.no_force
+        )
+    return _report(result, options)
+
+
+def _report(result: OperationResult, options: argparse.Namespace) -> int:
+    if _format(options) == "json":
+        print_json(result.to_dict(), sys.stdout)
+    else:
+        print_table(
+            ("ID", "NAME", "OUTCOME", "ELAPSED S", "POWER STATE"),
+            [
+                (
+                    result.reading.id,
+                    result.reading.name,
+                    result.outcome.value,
+                    result.elapsed_s,
+                    result.reading.power_state.value,
+                )
+            ],
+            sys.stdout,
+        )
+    if not result.succeeded:
+        sys.stderr.write(
+            f"powerdrivers: error: {result.reading.name} did not {_VERBS[result.operation]} "
+            "within the timeout and forcing was not allowed\n"
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _cmd_stats(options: argparse.Namespace) -> int:
+    with _connect(options) as driver:
+        reading = driver.get_instance(options.id)
+        with Progress(f"sampling {reading.name}", sys.stderr):
+            stats = driver.vcpu_stats(reading.id, window_s=options.window)
+    if _format(options) == "json":
+        print_json(
+            {
+                "id": reading.id,
+                "name": reading.name,
+                "window_s": options.window,
+                "vcpus": [s.to_dict() for s in stats],
+            },
+            sys.stdout,
+        )
+    else:
+        print_table(
+            ("VCPU", "RUNNING", "BLOCKED", "WAITING"),
+            [(s.vcpu, f"{s.running:.1%}", f"{s.blocked:.1%}", f"{s.waiting:.1%}") for s in stats],
+            sys.stdout,
+        )
+    return EXIT_OK
+
+
+def _cmd_events(options: argparse.Namespace) -> int:
+    received: queue.Queue[Event] = queue.Queue()
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    seen = 0
+    json_lines = _format(options) == "json"
+    if sys.stderr.isatty():
+        sys.stderr.write("powerdrivers: waiting for events (Ctrl-C to stop)\n")
+    with _connect(options) as driver, driver.subscribe(received.put):
+        while options.count is None or seen < options.count:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                event = received.get(timeout=remaining)
+            except queue.Empty:
+                break
+            seen += 1
+            _print_event(event, json_lines, sys.stdout)
+    if options.count is not None and seen < options.count:
+        raise OperationTimeout(f"received {seen} of {options.count} events within {options.timeout} s")
+    return EXIT_OK
+
+
+def _print_event(event: Event, json_lines: bool, stream: TextIO) -> None:
+    if json_lines:
+        print_json_line(event.to_dict(), stream)
+        return
+    fields = event.to_dict()
+    stream.write(
+        f"{fields['time']}  {fields['name'] or '-':<16} {fields['event']:<12} "
+        f"{fields['power_state'] or '-':<10} {fields['transition'] or '-':<14} "
+        f"cause={fields['caused_by_operation'] or '-'}\n"
+    )
+    stream.flush()

@@ -1,0 +1,99 @@
+"""A driver's table from native states to canonical ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from powerdrivers._reading import InstanceReading
+from powerdrivers._states import PowerState, Transition
+
+_LOG = logging.getLogger("powerdrivers.native")
+
+
+@dataclass(frozen=True, slots=True)
+class NativeMapping:
+    """One row: a native state (and optionally reason) and what it means canonically.
+
+    ``native_reason`` ``None`` is the row for any reason of that state not
+    listed on its own. ``why`` says why the mapping is right; it is rendered
+    into the documentation.
+    """
+
+    native_state: str
+    native_reason: str | None
+    power_state: PowerState
+    transition: Transition | None
+    why: str = ""
+
+
+class NativeStateTable:
+    """Maps a hypervisor's (state, reason) pairs to canonical (power state, transition).
+
+    Lookups never raise: a pair the table does not know maps to
+    ``PowerState.UNKNOWN`` with a logged warning, and the reading keeps the
+    native values so nothing is lost.
+    """
+
+    def __init__(self, driver: str, rows: Iterable[NativeMapping]) -> None:
+        self.driver = driver
+        self._rows = tuple(rows)
+        self._index: dict[tuple[str, str | None], NativeMapping] = {}
+        for row in self._rows:
+            key = (row.native_state, row.native_reason)
+            if key in self._index:
+                raise ValueError(f"{driver}: native state {key} is mapped twice")
+            self._index[key] = row
+        self._warned: set[tuple[str, str | None]] = set()
+
+    def __iter__(self) -> Iterator[NativeMapping]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def covers(self, native_state: str, native_reason: str | None = None) -> bool:
+        """Whether the pair has a row of its own or its state has a catch-all row."""
+        return (native_state, native_reason) in self._index or (native_state, None) in self._index
+
+    def lookup(
+        self, native_state: str, native_reason: str | None = None
+    ) -> tuple[PowerState, Transition | None]:
+        """Return the canonical (power state, transition) for a native pair."""
+        row = self._index.get((native_state, native_reason)) or self._index.get((native_state, None))
+        if row is None:
+            key = (native_state, native_reason)
+            if key not in self._warned:
+                self._warned.add(key)
+                _LOG.warning(
+                    "%s: unmapped native state %r (reason %r); reporting unknown",
+                    self.driver,
+                    native_state,
+                    native_reason,
+                )
+            return PowerState.UNKNOWN, None
+        return row.power_state, row.transition
+
+    def reading(
+        self,
+        instance_id: str,
+        name: str,
+        native_state: str,
+        native_reason: str | None = None,
+        *,
+        transition: Transition | None = None,
+        observed_at: datetime | None = None,
+    ) -> InstanceReading:
+        """Build a reading from native values; ``transition`` overrides the table's."""
+        power_state, mapped_transition = self.lookup(native_state, native_reason)
+        return InstanceReading(
+            id=instance_id,
+            name=name,
+            power_state=power_state,
+            transition=transition or mapped_transition,
+            native_state=native_state,
+            native_reason=native_reason,
+            observed_at=observed_at or datetime.now(UTC),
+        )

@@ -1,0 +1,56 @@
+"""Keeping credentials out of logs, reprs, exceptions and argv."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+_MASK = "********"
+_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|secret|token)=)[^&;]*")
+
+
+class Secret:
+    """A string that does not show itself.
+
+    ``repr``, ``str`` and formatting print a mask; :meth:`reveal` returns
+    the value for the one place that must send it.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({_MASK!r})"
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def redact_uri(uri: str) -> str:
+    """Return ``uri`` with any password in its user-info or query masked."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return _MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{hostport}" if has_password else netloc
+    query = _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK, parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
