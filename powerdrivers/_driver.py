@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Self
 
 from powerdrivers._capabilities import Capability
 from powerdrivers._changes import change_kind
@@ -261,7 +261,7 @@ class Driver(abc.ABC):
         self._events_unneeded()
         self._close()
 
-    def __enter__(self) -> Driver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -155,7 +155,9 @@ def validate_driver_class(
         return DriverLoadError(name, distribution_of(name) if distribution_of else None, cause)
 
     if not (inspect.isclass(plugin) and issubclass(plugin, Driver)):
-        raise fail(f"entry point gives {plugin!r}, not a subclass of powerdrivers.Driver")
+        qualname = getattr(plugin, "__qualname__", type(plugin).__name__)
+        what = f"{getattr(plugin, '__module__', '?')}.{qualname}"
+        raise fail(f"entry point gives {what}, which is not a subclass of powerdrivers.Driver")
     if inspect.isabstract(plugin):
         missing = ", ".join(sorted(getattr(plugin, "__abstractmethods__", ())))
         raise fail(f"{plugin.__qualname__} does not implement {missing}")
@@ -232,7 +234,9 @@ def _raise_conflict(namespace: str, name: str, extensions: list[Extension[Driver
 
 
 def _installed_names() -> set[str]:
-    return {entry_point.name for entry_point in ExtensionManager(NAMESPACE).list_entry_points()}
+    # An empty test manager reads the (cached) entry points without importing any plugin.
+    scanner: ExtensionManager[Driver] = ExtensionManager.make_test_instance([], namespace=NAMESPACE)
+    return {entry_point.name for entry_point in scanner.list_entry_points()}
 
 
 def _distribution_of(name: str) -> str | None:

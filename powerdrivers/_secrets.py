@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 _MASK = "********"
 _SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|secret|token)=)[^&;]*")
@@ -42,15 +42,21 @@ class Secret:
 
 
 def redact_uri(uri: str) -> str:
-    """Return ``uri`` with any password in its user-info or query masked."""
+    """Return ``uri`` with any password in its user-info or query masked.
+
+    Everything else is left exactly as written.
+    """
     try:
         parts = urlsplit(uri)
     except ValueError:
         return _MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
+    redacted = uri
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
         user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:{_MASK}@{hostport}" if has_password else netloc
-    query = _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK, parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        if has_password:
+            redacted = redacted.replace(f"{userinfo}@", f"{user}:{_MASK}@", 1)
+    head, question, tail = redacted.partition("?")
+    if question:
+        redacted = head + question + _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK, tail)
+    return redacted
