@@ -38,7 +38,7 @@ from powerdrivers._outcomes import OperationResult
 from powerdrivers._output import print_json, print_json_line, print_table
 from powerdrivers._progress import Progress
 from powerdrivers._reading import InstanceReading
-from powerdrivers._secrets import Secret
+from powerdrivers._secrets import SECRET_NAMES, Secret
 from powerdrivers._states import PowerState, Transition
 
 EXIT_OK = 0
@@ -159,7 +159,11 @@ def _build_parser() -> argparse.ArgumentParser:
     shutdown.add_argument("id", metavar="ID")
     shutdown.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="default 60")
     shutdown.add_argument(
-        "--retry-interval", type=_seconds, default=10.0, metavar="S", help="resend; default 10"
+        "--retry-interval",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="resend every S; default 10",
     )
     shutdown.add_argument("--no-force", action="store_true", help="never force; end timed_out instead")
     command("poweroff", _simple("power_off", "powering off"), "stop an instance at once").add_argument(
@@ -196,6 +200,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not more than 0 seconds")
+    return value
+
+
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
@@ -222,7 +233,7 @@ def _driver_options(options: argparse.Namespace) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"option {item!r} is not KEY=VALUE")
-        if key.lower() in ("password", "passwd", "secret"):
+        if key.lower() in SECRET_NAMES:
             raise InvalidOption(f"a {key} is never a flag: set {_ENV_PASSWORD} instead")
         parsed[key] = value
     password = os.environ.get(_ENV_PASSWORD)
@@ -287,6 +298,7 @@ def _cmd_states(options: argparse.Namespace) -> int:
             "result": rule.result.value if rule.result else None,
             "forced": rule.forced,
             "guest_dependent": rule.guest_dependent,
+            "events": sorted(kind.value for kind in rule.events),
         }
         for rule in OPERATION_TABLE.values()
     ]
@@ -375,7 +387,7 @@ def _cmd_shutdown(options: argparse.Namespace) -> int:
         result = driver.shutdown(
             options.id,
             timeout=options.timeout,
-            retry_interval=options.retry_interval or 10.0,
+            retry_interval=options.retry_interval,
             force=not options.no_force,
         )
     return _report(result, options)

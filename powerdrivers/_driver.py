@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Final, Self
@@ -138,6 +139,8 @@ class Driver(abc.ABC):
         allowed.
         """
         _check_durations(timeout=timeout, retry_interval=retry_interval)
+        if retry_interval == 0:
+            raise ConfigurationError("the retry interval must be longer than 0 s")
         self._require(Operation.SHUTDOWN)
         began = time.monotonic()
         instance = self.get_instance(ref)
@@ -154,7 +157,7 @@ class Driver(abc.ABC):
                 off.set()
 
         deadline = began + timeout
-        with self._tracker.track(instance.id, Operation.SHUTDOWN), self._hub.add(notice_off):
+        with self._track(instance, Operation.SHUTDOWN), self._hub.add(notice_off):
             current = instance
             while current.power_state in (PowerState.RUNNING, PowerState.PAUSED):
                 remaining = deadline - time.monotonic()
@@ -197,7 +200,7 @@ class Driver(abc.ABC):
             if event.instance_id == instance.id and event.kind is EventKind.REBOOTED:
                 rebooted.set()
 
-        with self._tracker.track(instance.id, operation):
+        with self._track(instance, operation):
             if hard:
                 self._reset(instance)
                 outcome = Outcome.FORCED
@@ -227,7 +230,7 @@ class Driver(abc.ABC):
         self._require(Operation.DELETE)
         instance = self.get_instance(ref)
         check_operation(instance.name, Operation.DELETE, instance.power_state, instance.transition)
-        with self._tracker.track(instance.id, Operation.DELETE):
+        with self._track(instance, Operation.DELETE):
             self._delete(instance)
 
     def vcpu_stats(self, ref: str, window_s: float = 1.0) -> list[VcpuStats]:
@@ -410,9 +413,14 @@ class Driver(abc.ABC):
         self._require(operation)
         instance = self.get_instance(ref)
         check_operation(instance.name, operation, instance.power_state, instance.transition)
-        with self._tracker.track(instance.id, operation):
+        with self._track(instance, operation):
             action(instance)
         return self.get_instance(instance.id)
+
+    def _track(self, instance: InstanceReading, operation: Operation) -> AbstractContextManager[None]:
+        return self._tracker.track(
+            instance.id, operation, label=instance.name, state=instance.power_state.value
+        )
 
     def _force_off(self, instance: InstanceReading) -> None:
         if instance.power_state is not PowerState.SHUTOFF:
@@ -428,7 +436,7 @@ class Driver(abc.ABC):
     def _with_own_transition(self, reading: InstanceReading) -> InstanceReading:
         if reading.transition is not None:
             return reading
-        operation = self._tracker.in_flight(reading.id)
+        operation = self._tracker.in_flight(reading.id) or self._tracker.in_flight(reading.name)
         if operation is None:
             return reading
         return dataclasses.replace(reading, transition=rule_for(operation).transition)

@@ -41,7 +41,7 @@ class OperationResult:
         return self.outcome is not Outcome.TIMED_OUT
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{id, outcome, elapsed_s, power_state}`` plus the transition still in flight."""
+        """Return ``{id, name, operation, outcome, elapsed_s, power_state, transition}``."""
         return {
             "id": self.reading.id,
             "name": self.reading.name,

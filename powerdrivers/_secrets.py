@@ -6,7 +6,11 @@ import re
 from urllib.parse import urlsplit
 
 _MASK = "********"
-_SECRET_QUERY = re.compile(r"(?i)((?:^|[?&;])(?:password|passwd|pass|secret|token)=)[^&;]*")
+
+#: Option and query-parameter names that carry secrets.
+SECRET_NAMES = frozenset({"password", "passwd", "pass", "secret", "token"})
+
+_SECRET_QUERY = re.compile(rf"(?i)((?:^|[?&;])(?:{'|'.join(sorted(SECRET_NAMES))})=)[^&;]*")
 
 
 class Secret:

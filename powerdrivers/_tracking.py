@@ -13,77 +13,96 @@ from powerdrivers._exceptions import InvalidStateTransition
 from powerdrivers._operations import Operation, rule_for
 
 
-@dataclass
-class _Finished:
+@dataclass(eq=False)
+class _Entry:
     operation: Operation
-    until: float
-    pending: set[EventKind] = field(default_factory=set)
+    owed: set[EventKind] = field(default_factory=set)
+    #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
+    until: float | None = None
 
 
 class OperationTracker:
-    """Tracks operations in flight so readings and events can name them.
+    """Tracks operations so readings and events can name them.
 
-    While an operation runs on an instance, readings report its transition
-    and every event of a kind the operation causes (see
-    ``OperationRule.events``) is attributed to it. Hypervisors deliver
-    events asynchronously, so for ``grace_s`` seconds after an operation
-    returns each kind it causes is still attributed to it, once.
+    While an operation runs on an instance, readings report its transition.
+    Each operation is owed the event kinds it causes (see
+    ``OperationRule.events``). Hypervisors deliver events asynchronously,
+    often after the operation returned and sometimes after the next one
+    began, so an event is matched to the oldest operation on that instance
+    still owed its kind, for up to ``grace_s`` seconds after that operation
+    returned; each kind is matched once (repeated ``TRANSITION`` events
+    excepted), and since events arrive in order, a match also settles every
+    older operation's debts.
     """
 
     def __init__(self, grace_s: float = 2.0) -> None:
         self._grace_s = grace_s
         self._lock = threading.Lock()
-        self._running: dict[str, list[Operation]] = {}
-        self._finished: dict[str, _Finished] = {}
+        self._entries: dict[str, list[_Entry]] = {}
 
     @contextmanager
-    def track(self, instance_id: str, operation: Operation) -> Iterator[None]:
+    def track(
+        self, instance_id: str, operation: Operation, *, label: str | None = None, state: str = "busy"
+    ) -> Iterator[None]:
         """Mark ``operation`` as in flight on ``instance_id`` for the ``with`` block.
 
         A forced operation may start while another runs on the same instance
         (a forced power-off interrupts a graceful shutdown), and so may a
         second request for the operation in flight; any other is refused
-        with :class:`InvalidStateTransition`.
+        with :class:`InvalidStateTransition` naming the instance by ``label``
+        (its name) and its ``state``.
         """
+        entry = _Entry(operation, set(rule_for(operation).events))
         with self._lock:
-            running = self._running.setdefault(instance_id, [])
-            if running and not rule_for(operation).forced and running[-1] is not operation:
+            entries = self._live(instance_id)
+            running = [e for e in entries if e.until is None]
+            if running and not rule_for(operation).forced and running[-1].operation is not operation:
                 raise InvalidStateTransition(
-                    instance_id,
+                    label or instance_id,
                     operation.value,
-                    "busy",
-                    transition=rule_for(running[-1]).transition.value,
+                    state,
+                    transition=rule_for(running[-1].operation).transition.value,
                 )
-            running.append(operation)
+            entries.append(entry)
+            self._entries[instance_id] = entries
         try:
             yield
         finally:
             with self._lock:
-                running.remove(operation)
-                if not running:
-                    del self._running[instance_id]
-                self._finished[instance_id] = _Finished(
-                    operation, time.monotonic() + self._grace_s, set(rule_for(operation).events)
-                )
+                entry.until = time.monotonic() + self._grace_s
 
     def in_flight(self, instance_id: str) -> Operation | None:
-        """Return the operation running on ``instance_id``, if any."""
-        running = self._running.get(instance_id)
-        return running[-1] if running else None
+        """Return the newest operation running on ``instance_id``, if any."""
+        with self._lock:
+            running = [e for e in self._entries.get(instance_id, ()) if e.until is None]
+        return running[-1].operation if running else None
 
     def cause(self, instance_id: str, kind: EventKind) -> Operation | None:
         """Return the operation of ours that an event of ``kind`` on ``instance_id`` comes from."""
         with self._lock:
-            for running in reversed(self._running.get(instance_id, ())):
-                if kind in rule_for(running).events:
-                    return running
-            finished = self._finished.get(instance_id)
-            if finished is None:
-                return None
-            if time.monotonic() > finished.until:
-                del self._finished[instance_id]
-                return None
-            if kind in finished.pending:
-                finished.pending.discard(kind)
-                return finished.operation
-            return None
+            return self._match(instance_id, kind, consume=True)
+
+    def expects(self, instance_id: str, kind: EventKind) -> Operation | None:
+        """Like :meth:`cause`, without using the match up."""
+        with self._lock:
+            return self._match(instance_id, kind, consume=False)
+
+    def _live(self, instance_id: str) -> list[_Entry]:
+        now = time.monotonic()
+        return [e for e in self._entries.get(instance_id, ()) if e.until is None or e.until >= now]
+
+    def _match(self, instance_id: str, kind: EventKind, *, consume: bool) -> Operation | None:
+        entries = self._live(instance_id)
+        if entries:
+            self._entries[instance_id] = entries
+        else:
+            self._entries.pop(instance_id, None)
+        for index, entry in enumerate(entries):
+            if kind in entry.owed:
+                if consume:
+                    if kind is not EventKind.TRANSITION:
+                        entry.owed.discard(kind)
+                    for older in entries[:index]:
+                        older.owed.clear()
+                return entry.operation
+        return None

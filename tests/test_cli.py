@@ -197,6 +197,8 @@ class TestBadInput:
             (["-o", "colour=blue", "list"], 2, "no option colour"),
             (["-o", "novalue", "list"], 2, "is not KEY=VALUE"),
             (["-o", "password=hunter2", "list"], 2, "never a flag"),
+            (["-o", "token=abc", "list"], 2, "never a flag"),
+            (["shutdown", "web-1", "--retry-interval", "0"], 2, "not more than 0 seconds"),
             (["-c", "http://example.invalid/", "list"], 2, "takes fake:///"),
             (["list", "--bogus"], 2, "unrecognized arguments: --bogus"),
             (["shutdown", "web-1", "--timeout", "soon"], 2, "not a number of seconds"),

@@ -115,7 +115,9 @@ class TestTracker:
         tracker = OperationTracker(grace_s=5)
         with tracker.track("i", Operation.REBOOT):
             assert tracker.in_flight("i") is Operation.REBOOT
-            assert tracker.cause("i", EventKind.STOPPED) is Operation.REBOOT
+            assert tracker.expects("i", EventKind.STOPPED) is Operation.REBOOT
+            assert tracker.cause("i", EventKind.TRANSITION) is Operation.REBOOT
+            assert tracker.cause("i", EventKind.TRANSITION) is Operation.REBOOT
             assert tracker.cause("i", EventKind.STOPPED) is Operation.REBOOT
             assert tracker.cause("i", EventKind.CRASHED) is None
             assert tracker.cause("other", EventKind.STOPPED) is None
@@ -128,6 +130,19 @@ class TestTracker:
         assert tracker.cause("i", EventKind.STOPPED) is Operation.HARD_REBOOT
         assert tracker.cause("i", EventKind.STARTED) is Operation.HARD_REBOOT
         # A second stop is not ours: it is an outage.
+        assert tracker.cause("i", EventKind.STOPPED) is None
+
+    def test_late_events_go_to_the_operation_that_caused_them_in_order(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        for operation in (Operation.START, Operation.REBOOT, Operation.HARD_REBOOT, Operation.PAUSE):
+            with tracker.track("i", operation):
+                pass
+        # The events arrive only now, in the order they happened.
+        assert tracker.cause("i", EventKind.STARTED) is Operation.START
+        assert tracker.cause("i", EventKind.REBOOTED) is Operation.REBOOT
+        assert tracker.cause("i", EventKind.REBOOTED) is Operation.HARD_REBOOT
+        assert tracker.cause("i", EventKind.PAUSED) is Operation.PAUSE
+        # The reboot never stopped the instance; once later events matched, it is owed nothing.
         assert tracker.cause("i", EventKind.STOPPED) is None
 
     def test_nothing_is_attributed_after_the_grace(self) -> None:
