@@ -16,7 +16,7 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]'
+	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]'
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
@@ -29,8 +29,11 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One run per test folder: each has its own conftest module.
 typecheck: $(VENV)/.test-installed
-	$(BIN)/mypy powerdrivers plugins/fake/powerdrivers_fake tests
+	$(BIN)/mypy powerdrivers $(wildcard plugins/*/powerdrivers_*) docs/_ext
+	$(BIN)/mypy tests
+	for folder in plugins/*/tests; do $(BIN)/mypy $$folder || exit 1; done
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest --cov --cov-report=term

@@ -1,7 +1,7 @@
 """End-to-end smoke check of the test guest under libvirt/QEMU (TCG, no KVM).
 
-Run as ``python3 plugins/libvirt/tests/support/smoke_guest.py`` or, from the
-repository root, ``python3 -m plugins.libvirt.tests.support.smoke_guest``.
+Run as ``python3 plugins.libvirt.tests.libvirt_support.smoke_guest.py`` or, from the
+repository root, ``python3 -m plugins.libvirt.tests.libvirt_support.smoke_guest``.
 It needs root if no libvirtd is reachable on ``qemu:///system``.
 
 Checks, with timings printed at the end:
@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 
 if not __package__:  # executed as a script: make the sibling modules importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "support"
+    __package__ = "libvirt_support"
 
 from .guest_image import POWEROFF_MARKER, READY_MARKER, GuestImage, build_guest
 from .libvirtd import LibvirtdError, LibvirtdHarness
