@@ -1,0 +1,193 @@
+"""The libvirt driver on a real libvirtd with real QEMU guests (TCG).
+
+Two guests: one with no operating system, which cannot honour ACPI, and a
+real Linux guest (Debian's cloud kernel, a busybox initramfs running acpid)
+that shuts down and reboots when asked. Under CI=true none of this skips.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from libvirt_support.guest_image import READY_MARKER, GuestImage
+from libvirt_support.libvirtd import LibvirtdHarness
+from libvirt_support.smoke_guest import wait_for_marker
+
+import powerdrivers
+from powerdrivers import (
+    Driver,
+    Event,
+    EventKind,
+    HypervisorConnectionError,
+    InstanceSpec,
+    Operation,
+    Outcome,
+    PowerState,
+)
+
+BOOT_TIMEOUT = 60.0
+
+
+def _name() -> str:
+    return f"pdtest-{uuid.uuid4().hex[:8]}"
+
+
+class Recorder:
+    """Collects events and waits for one that matches."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def wait_for(self, kind: EventKind, name: str | None = None, timeout: float = 30.0) -> Event:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for event in self.events:
+                    if event.kind is kind and (name is None or event.name == name):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"no {kind.value} event for {name} within {timeout} s: {self.events}"
+                    )
+                self._changed.wait(remaining)
+
+
+@pytest.fixture
+def linux_guest(qemu: Driver, guest_image: GuestImage, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running real Linux guest that has booted to the point of handling ACPI."""
+    console = tmp_path / "console.log"
+    name = _name()
+    spec = InstanceSpec(
+        name,
+        vcpus=1,
+        memory_mib=256,
+        kernel=guest_image.kernel,
+        initrd=guest_image.initrd,
+        cmdline=guest_image.cmdline,
+        metadata={"console_log": str(console)},
+    )
+    qemu.spawn(spec)
+    wait_for_marker(console, READY_MARKER, 0, BOOT_TIMEOUT)
+    yield name, console
+
+
+def test_a_guest_without_an_os_ignores_acpi_and_is_forced_off(qemu: Driver) -> None:
+    name = _name()
+    assert qemu.spawn(InstanceSpec(name, memory_mib=64)).power_state is PowerState.RUNNING
+    result = qemu.shutdown(name, timeout=2, retry_interval=0.5)
+    assert result.outcome is Outcome.FORCED
+    assert 2 <= result.elapsed_s < 10
+    assert (result.reading.power_state, result.reading.native_reason) == (PowerState.SHUTOFF, "destroyed")
+
+
+def test_no_force_leaves_an_uncooperative_guest_running(qemu: Driver) -> None:
+    name = _name()
+    qemu.spawn(InstanceSpec(name, memory_mib=64))
+    result = qemu.shutdown(name, timeout=1, force=False)
+    assert result.outcome is Outcome.TIMED_OUT
+    assert result.reading.power_state is PowerState.RUNNING
+
+
+def test_pause_suspend_resume_and_hard_reboot_on_qemu(qemu: Driver) -> None:
+    name = _name()
+    qemu.spawn(InstanceSpec(name, memory_mib=64))
+    assert qemu.pause(name).power_state is PowerState.PAUSED
+    assert qemu.unpause(name).power_state is PowerState.RUNNING
+    suspended = qemu.suspend(name)
+    assert (suspended.power_state, suspended.native_state, suspended.native_reason) == (
+        PowerState.SUSPENDED, "shutoff", "managed_save",
+    )  # fmt: skip
+    resumed = qemu.resume(name)
+    assert (resumed.power_state, resumed.native_reason) == (PowerState.RUNNING, "restored")
+    assert qemu.reboot(name, hard=True).outcome is Outcome.FORCED
+    qemu.pause(name)
+    assert qemu.reboot(name, hard=True).reading.power_state is PowerState.RUNNING
+
+
+def test_vcpu_stats_of_a_real_guest(qemu: Driver) -> None:
+    name = _name()
+    qemu.spawn(InstanceSpec(name, vcpus=2, memory_mib=64))
+    stats = qemu.vcpu_stats(name, window_s=0.5)
+    assert [s.vcpu for s in stats] == [0, 1]
+    for s in stats:
+        assert 0 <= s.running <= 1 and s.running + s.blocked + s.waiting == pytest.approx(1.0)
+    # A guest spinning in its firmware's boot loop keeps at least one VCPU busy.
+    assert max(s.running for s in stats) > 0.05
+
+
+def test_a_real_linux_guest_shuts_down_gracefully(qemu: Driver, linux_guest: tuple[str, Path]) -> None:
+    name, _ = linux_guest
+    recorder = Recorder()
+    with qemu.subscribe(recorder):
+        result = qemu.shutdown(name, timeout=30, retry_interval=5)
+        stopped = recorder.wait_for(EventKind.STOPPED, name)
+    assert result.outcome is Outcome.GRACEFUL
+    assert result.elapsed_s < 10
+    assert (result.reading.power_state, result.reading.native_reason) == (PowerState.SHUTOFF, "shutdown")
+    assert stopped.caused_by_operation is Operation.SHUTDOWN
+    assert stopped.native_reason == "shutdown"
+
+
+def test_a_real_linux_guest_honours_a_soft_reboot(
+    qemu: Driver, linux_guest: tuple[str, Path], guest_image: GuestImage
+) -> None:
+    name, console = linux_guest
+    offset = console.stat().st_size
+    recorder = Recorder()
+    with qemu.subscribe(recorder):
+        result = qemu.reboot(name, timeout=30)
+        rebooted = recorder.wait_for(EventKind.REBOOTED, name)
+    assert result.outcome is Outcome.GRACEFUL
+    assert rebooted.caused_by_operation is Operation.REBOOT
+    # The guest really came back: it boots to the ready marker again.
+    wait_for_marker(console, READY_MARKER, offset, BOOT_TIMEOUT)
+    assert not [e for e in recorder.events if e.kind is EventKind.STOPPED and e.name == name]
+
+
+def test_the_cli_shuts_a_real_guest_down(linux_guest: tuple[str, Path]) -> None:
+    from powerdrivers._cli import main
+
+    name, _ = linux_guest
+    assert main(["-d", "libvirt", "-c", "qemu:///system", "shutdown", name, "--timeout", "30"]) == 0
+
+
+def test_libvirtd_going_away_and_coming_back(qemu: Driver, libvirtd: LibvirtdHarness) -> None:
+    from libvirt_support.nodes import require_real
+
+    require_real(
+        "a libvirtd the tests started", libvirtd.owns_libvirtd, "an existing libvirtd is not touched"
+    )
+    name = _name()
+    qemu.spawn(InstanceSpec(name, memory_mib=64))
+    recorder = Recorder()
+    with qemu.subscribe(recorder):
+        libvirtd.kill_libvirtd()
+        with pytest.raises(HypervisorConnectionError):
+            qemu.list_instances()
+        libvirtd.start_libvirtd()
+        # The next call reconnects, with bounded backoff.
+        assert qemu.get_instance(name).power_state is PowerState.RUNNING
+        recorder.wait_for(EventKind.RESYNC, timeout=10)
+        # Event callbacks were registered again on the new connection.
+        qemu.pause(name)
+        paused = recorder.wait_for(EventKind.PAUSED, name, timeout=10)
+    assert paused.caused_by_operation is Operation.PAUSE
+    # The domain's QEMU process survived the daemon's restart.
+    assert qemu.unpause(name).power_state is PowerState.RUNNING
+
+
+def test_load_by_name_through_the_public_loader_on_qemu(libvirtd: LibvirtdHarness) -> None:
+    with powerdrivers.load_driver("libvirt", "qemu:///system") as driver:
+        assert isinstance(driver.list_instances(), list)
