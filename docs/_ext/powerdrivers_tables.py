@@ -32,13 +32,15 @@ public name (``powerdrivers.InstanceReading``), and warns when a name in
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.nodes import Element, Node
+from docutils.parsers.rst import directives
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -413,6 +415,44 @@ class NativeStatesDirective(_TableDirective):
         )
 
 
+class MappingDirective(_TableDirective):
+    """Render any mapping in code: ``.. powerdrivers-mapping:: package.module:NAME``.
+
+    Keys and values that are tuples spread over several columns; a ``None``
+    value reads "(ignored)". The ``:headers:`` option names the columns,
+    comma-separated. Drivers use it for tables such as libvirt's event and
+    error translations.
+    """
+
+    required_arguments: ClassVar[int] = 1
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {"headers": directives.unchanged_required}
+
+    def table(self) -> nodes.table | None:
+        """Return the rendered mapping."""
+        module_name, _, attribute = self.arguments[0].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            mapping = getattr(module, attribute)
+        except (ImportError, AttributeError) as error:
+            _LOG.warning("powerdrivers-mapping: %s", error, location=self.get_location())
+            return None
+        path = inspect.getsourcefile(module)
+        if path:
+            self.env.note_dependency(path)
+        headers = [header.strip() for header in self.options["headers"].split(",")]
+        rows: list[list[Cell]] = []
+        for key, value in mapping.items():
+            cells = [*_spread(key), *(_spread(value) if value is not None else ["(ignored)"])]
+            cells += [""] * (len(headers) - len(cells))
+            rows.append(cells)
+        return build_table(headers, rows, [100 // len(headers)] * len(headers))
+
+
+def _spread(value: object) -> list[Cell]:
+    items = value if isinstance(value, tuple) else (value,)
+    return [[_literal(str(item))] for item in items]
+
+
 def resolve_private_path(
     app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element
 ) -> Element | None:
@@ -468,6 +508,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("powerdrivers-exit-codes", ExitCodesDirective)
     app.add_directive("powerdrivers-capabilities", CapabilitiesDirective)
     app.add_directive("powerdrivers-native-states", NativeStatesDirective)
+    app.add_directive("powerdrivers-mapping", MappingDirective)
     app.connect("missing-reference", resolve_private_path)
     app.connect("autodoc-process-docstring", drop_builtin_type_docstring)
     app.connect("env-check-consistency", check_public_api_documented)
