@@ -7,6 +7,9 @@ that shuts down and reboots when asked. Under CI=true none of this skips.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -191,3 +194,46 @@ def test_libvirtd_going_away_and_coming_back(qemu: Driver, libvirtd: LibvirtdHar
 def test_load_by_name_through_the_public_loader_on_qemu(libvirtd: LibvirtdHarness) -> None:
     with powerdrivers.load_driver("libvirt", "qemu:///system") as driver:
         assert isinstance(driver.list_instances(), list)
+
+
+def test_the_cli_streams_real_lifecycle_events(qemu: Driver) -> None:
+    name = _name()
+    qemu.spawn(InstanceSpec(name, memory_mib=64))
+    argv = [
+        "-d",
+        "libvirt",
+        "-c",
+        "qemu:///system",
+        "-f",
+        "json",
+        "events",
+        "--count",
+        "2",
+        "--timeout",
+        "60",
+    ]
+    stream = subprocess.Popen(
+        [sys.executable, "-m", "powerdrivers", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The stream subscribes asynchronously; keep changing state until it has seen two changes.
+        for _ in range(40):
+            if stream.poll() is not None:
+                break
+            qemu.pause(name)
+            qemu.unpause(name)
+            time.sleep(0.25)
+        out, err = stream.communicate(timeout=30)
+    finally:
+        stream.kill()
+    assert stream.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert len(events) == 2
+    for event in events:
+        assert event["name"] == name and event["event"] in ("paused", "unpaused")
+        # Another client made these changes: the stream does not claim them.
+        assert event["caused_by_operation"] is None
+        assert event["power_state"] == {"paused": "paused", "unpaused": "running"}[event["event"]]
