@@ -1,0 +1,76 @@
+"""Calling a driver under test: no untyped exception may escape, and states can be arranged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from powerdrivers._capabilities import Capability
+from powerdrivers._driver import Driver
+from powerdrivers._exceptions import PowerDriversError
+from powerdrivers._states import PowerState
+
+_T = TypeVar("_T")
+
+
+def guarded(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run ``call``; an exception outside the powerdrivers hierarchy fails the test, saying so.
+
+    Typed errors pass through for the test to inspect.
+    """
+    try:
+        return call(*args, **kwargs)
+    except PowerDriversError:
+        raise
+    except NotImplementedError as error:
+        pytest.fail(
+            f"{what} raised NotImplementedError ({error}); a feature the driver does not declare must "
+            "raise powerdrivers.UnsupportedOperation, and a declared one must work",
+            pytrace=False,
+        )
+    except Exception as error:
+        pytest.fail(
+            f"{what} let an untyped {type(error).__module__}.{type(error).__qualname__} escape: {error}; "
+            "drivers must translate every native error into the powerdrivers hierarchy",
+            pytrace=False,
+        )
+
+
+def reachable_states(capabilities: frozenset[Capability]) -> list[PowerState]:
+    """Return the states the kit can put an instance in with these capabilities."""
+    states = [PowerState.RUNNING, PowerState.SHUTOFF]
+    if Capability.PAUSE in capabilities:
+        states.append(PowerState.PAUSED)
+    if Capability.SUSPEND in capabilities:
+        states.append(PowerState.SUSPENDED)
+    return states
+
+
+def bring_to(driver: Driver, ref: str, target: PowerState, timeout_s: float) -> None:
+    """Put instance ``ref`` in ``target`` using declared operations, or fail saying which step failed."""
+    for _ in range(4):
+        state = guarded("get_instance", driver.get_instance, ref).power_state
+        if state is target:
+            return
+        if target is PowerState.SHUTOFF:
+            if state is PowerState.SUSPENDED:
+                guarded("start", driver.start, ref)
+            else:
+                guarded("power_off", driver.power_off, ref)
+        elif state is PowerState.PAUSED:
+            guarded("unpause", driver.unpause, ref)
+        elif state is PowerState.SUSPENDED:
+            guarded("resume", driver.resume, ref)
+        elif state in (PowerState.SHUTOFF, PowerState.CRASHED):
+            guarded("start", driver.start, ref)
+        elif target is PowerState.PAUSED:
+            guarded("pause", driver.pause, ref)
+        elif target is PowerState.SUSPENDED:
+            guarded("suspend", driver.suspend, ref)
+        else:
+            guarded("power_off", driver.power_off, ref)
+    final = guarded("get_instance", driver.get_instance, ref).power_state
+    if final is not target:
+        pytest.fail(f"could not bring {ref!r} to {target.value} (it is {final.value})", pytrace=False)

@@ -1,0 +1,63 @@
+"""What the kit was told about the driver under test."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from powerdrivers._driver import Driver
+from powerdrivers._loader import load_driver_class, validate_driver_class
+from powerdrivers._spec import InstanceSpec
+
+
+@dataclass(frozen=True)
+class KitSettings:
+    """The driver under test and how the kit may use it.
+
+    ``driver`` is an installed driver name or ``package.module:Class`` for a
+    driver not yet registered; ``instances`` are existing instances the kit
+    may power on and off; with ``spawn`` it creates (and deletes) its own
+    from ``spec``. ``timeout_s`` bounds guest-dependent operations and
+    ``event_timeout_s`` the wait for an event.
+    """
+
+    driver: str
+    uri: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    instances: tuple[str, ...] = ()
+    spawn: bool = False
+    spec: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    event_timeout_s: float = 10.0
+
+    def driver_class(self) -> type[Driver]:
+        """Load and validate the driver class without connecting."""
+        module_name, colon, attribute = self.driver.partition(":")
+        if not colon:
+            return load_driver_class(self.driver)
+        plugin = getattr(importlib.import_module(module_name), attribute)
+        validate_driver_class(self.driver, plugin)
+        assert isinstance(plugin, type) and issubclass(plugin, Driver)
+        return plugin
+
+    def connect(self) -> Driver:
+        """Construct the driver as the loader would."""
+        options: dict[str, Any] = dict(self.options)
+        return self.driver_class()(self.uri, **options)
+
+    def instance_spec(self, name: str) -> InstanceSpec:
+        """Return the spec of an instance the kit spawns, named ``name``."""
+        values: dict[str, Any] = {}
+        metadata = {}
+        for key, value in self.spec.items():
+            if key.startswith("metadata."):
+                metadata[key.removeprefix("metadata.")] = value
+            elif key in ("vcpus", "memory_mib"):
+                values[key] = int(value)
+            elif key in ("kernel", "initrd", "disk_image"):
+                values[key] = Path(value)
+            else:
+                values[key] = value
+        return InstanceSpec(name, metadata=metadata, **values)

@@ -1,0 +1,120 @@
+"""The pytest plugin behind ``pytest --powerdrivers-driver NAME``.
+
+Registered through the ``pytest11`` entry point; it does nothing unless
+``--powerdrivers-driver`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
+from powerdrivers._driver import Driver
+from powerdrivers._operations import Operation
+from powerdrivers.conformance._harness import reachable_states
+from powerdrivers.conformance._settings import KitSettings
+
+_KIT = Path(__file__).with_name("kit_tests.py")
+_SETTINGS = pytest.StashKey[KitSettings]()
+_GUEST_OPERATIONS = (Operation.SPAWN,)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the kit's options."""
+    group = parser.getgroup("powerdrivers", "powerdrivers conformance kit")
+    group.addoption("--powerdrivers-driver", metavar="NAME", help="driver name, or package.module:Class")
+    group.addoption("--powerdrivers-uri", metavar="URI", help="URI to connect the driver to")
+    group.addoption(
+        "--powerdrivers-option", metavar="KEY=VALUE", action="append", default=[], help="driver option"
+    )
+    group.addoption(
+        "--powerdrivers-instance",
+        metavar="ID",
+        action="append",
+        default=[],
+        help="an existing instance the kit may power on and off (repeatable)",
+    )
+    group.addoption(
+        "--powerdrivers-spawn", action="store_true", help="let the kit spawn and delete its own instances"
+    )
+    group.addoption(
+        "--powerdrivers-spec", metavar="KEY=VALUE", action="append", default=[], help="spawn spec field"
+    )
+    group.addoption(
+        "--powerdrivers-timeout", type=float, default=30.0, help="bound on graceful operations (s)"
+    )
+    group.addoption("--powerdrivers-event-timeout", type=float, default=10.0, help="wait for an event (s)")
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"{flag} {item!r} is not KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """When asked for, record the settings and collect the kit (alone, unless paths were given)."""
+    driver = config.getoption("powerdrivers_driver")
+    if not driver:
+        return
+    settings = KitSettings(
+        driver=driver,
+        uri=config.getoption("powerdrivers_uri"),
+        options=_pairs(config.getoption("powerdrivers_option"), "--powerdrivers-option"),
+        instances=tuple(config.getoption("powerdrivers_instance")),
+        spawn=config.getoption("powerdrivers_spawn"),
+        spec=_pairs(config.getoption("powerdrivers_spec"), "--powerdrivers-spec"),
+        timeout_s=config.getoption("powerdrivers_timeout"),
+        event_timeout_s=config.getoption("powerdrivers_event_timeout"),
+    )
+    if not settings.spawn and not settings.instances:
+        raise pytest.UsageError(
+            "the conformance kit needs --powerdrivers-instance ID or --powerdrivers-spawn"
+        )
+    config.stash[_SETTINGS] = settings
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(_KIT)]
+    else:
+        config.args.append(str(_KIT))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Generate only the cases that apply to what the driver declares."""
+    if _SETTINGS not in metafunc.config.stash:
+        return
+    capabilities = metafunc.config.stash[_SETTINGS].driver_class().capabilities
+    declared = [
+        operation
+        for operation in Operation
+        if operation is not Operation.SPAWN and Capability.for_operation(operation) in capabilities
+    ]
+    undeclared = sorted(set(Capability) - capabilities - REQUIRED_CAPABILITIES - {Capability.NATIVE_EVENTS})
+    if "declared_operation" in metafunc.fixturenames:
+        metafunc.parametrize("declared_operation", declared, ids=str)
+    if "undeclared_capability" in metafunc.fixturenames:
+        metafunc.parametrize("undeclared_capability", undeclared, ids=str)
+    if "start_state" in metafunc.fixturenames:
+        metafunc.parametrize("start_state", reachable_states(capabilities), ids=str)
+    if "any_operation" in metafunc.fixturenames:
+        operations = [operation for operation in Operation if operation is not Operation.SPAWN]
+        metafunc.parametrize("any_operation", operations, ids=str)
+
+
+@pytest.fixture(scope="session")
+def kit_settings(request: pytest.FixtureRequest) -> KitSettings:
+    """Return the settings the kit was started with."""
+    return request.config.stash[_SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def kit_driver(kit_settings: KitSettings) -> Iterator[Driver]:
+    """Yield the driver under test, connected once for the whole run."""
+    with kit_settings.connect() as driver:
+        yield driver

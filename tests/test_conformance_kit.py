@@ -1,0 +1,132 @@
+"""The conformance kit passes our drivers and fails broken ones, saying why."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+BROKEN = textwrap.dedent(
+    '''
+    """Deliberately broken drivers, each wrong in one way."""
+
+    from typing import ClassVar
+
+    from powerdrivers import Capability, InstanceReading
+    from powerdrivers_fake import FakeDriver
+
+
+    class WrongState(FakeDriver):
+        """Pause reports success but leaves the instance running."""
+
+        def _pause(self, instance: InstanceReading) -> None:
+            pass
+
+
+    class Unmapped(FakeDriver):
+        """Reports a native state its table does not map."""
+
+        def _reading(self, record):
+            return self.native_states.reading(record["id"], record["name"], "mystery", record["reason"])
+
+
+    class NotImplementedSuspend(FakeDriver):
+        """Does not declare suspend, and raises NotImplementedError for it."""
+
+        capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.SUSPEND}
+
+        def suspend(self, ref):
+            raise NotImplementedError("suspend")
+
+        def resume(self, ref):
+            raise NotImplementedError("resume")
+
+
+    class RawError(FakeDriver):
+        """Lets a library exception escape from power-off."""
+
+        def _power_off(self, instance: InstanceReading) -> None:
+            raise OSError("socket closed")
+    '''
+)
+
+KIT = ["-p", "no:cacheprovider", "--powerdrivers-spawn", "--powerdrivers-timeout", "2"]
+FAST_GUESTS = ["--powerdrivers-option", "guest_delay=0.02"]
+
+
+@pytest.fixture
+def broken(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(broken_drivers=BROKEN)
+    return pytester
+
+
+def run_kit(pytester: pytest.Pytester, driver: str, *extra: str) -> pytest.RunResult:
+    fake_options = FAST_GUESTS if driver != "libvirt" else []
+    return pytester.runpytest_subprocess("--powerdrivers-driver", driver, *KIT, *fake_options, *extra)
+
+
+def test_the_kit_passes_the_fake_driver(pytester: pytest.Pytester) -> None:
+    result = run_kit(pytester, "fake")
+    outcomes = result.parseoutcomes()
+    assert result.ret == 0, result.stdout.str()
+    assert outcomes["passed"] >= 50
+
+
+def test_the_kit_passes_libvirt_on_its_test_driver(pytester: pytest.Pytester) -> None:
+    result = run_kit(pytester, "libvirt", "--powerdrivers-uri", "test:///default")
+    assert result.ret == 0, result.stdout.str()
+    assert result.parseoutcomes()["passed"] >= 50
+
+
+def test_a_wrong_state_after_an_operation_fails_with_the_expected_state(broken: pytest.Pytester) -> None:
+    result = run_kit(broken, "broken_drivers:WrongState")
+    result.stdout.fnmatch_lines(
+        [
+            "*pause from running should end paused, but the instance is running*",
+            "*FAILED*test_declared_operation_follows_the_table?pause-running?*",
+        ],
+        consecutive=False,
+    )
+    assert result.ret == 1
+
+
+def test_an_unmapped_native_value_fails_naming_it(broken: pytest.Pytester) -> None:
+    result = run_kit(broken, "broken_drivers:Unmapped")
+    result.stdout.fnmatch_lines(
+        ["*native state 'mystery'*is not in the driver's native-state table*",
+         "*FAILED*test_every_reading_carries_canonical_and_native_values*"],
+        consecutive=False,
+    )  # fmt: skip
+    assert result.ret == 1
+
+
+def test_not_implemented_error_for_an_undeclared_capability_fails(broken: pytest.Pytester) -> None:
+    result = run_kit(broken, "broken_drivers:NotImplementedSuspend")
+    result.stdout.fnmatch_lines(
+        ["*raised NotImplementedError*must raise powerdrivers.UnsupportedOperation*",
+         "*FAILED*test_an_undeclared_capability_is_unsupported?suspend?*"],
+        consecutive=False,
+    )  # fmt: skip
+    assert result.ret == 1
+
+
+def test_a_raw_library_exception_escaping_fails(broken: pytest.Pytester) -> None:
+    result = run_kit(broken, "broken_drivers:RawError")
+    result.stdout.fnmatch_lines(
+        ["*let an untyped builtins.OSError escape: socket closed*", "*FAILED*"], consecutive=False
+    )
+    assert result.ret == 1
+
+
+def test_the_kit_is_inert_unless_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_nothing():\n    assert True\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_kit_needs_instances_or_spawn(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--powerdrivers-driver", "fake")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*needs --powerdrivers-instance ID or --powerdrivers-spawn*"])
