@@ -134,9 +134,10 @@ class Driver(abc.ABC):
         The request is resent every ``retry_interval`` seconds, because a
         guest that is still booting can miss it. The call returns as soon as
         the hypervisor reports the instance off (from its event, not by
-        polling every second). The outcome says how it ended: ``graceful``,
-        ``forced``, ``already_off``, or ``timed_out`` when forcing was not
-        allowed.
+        polling every second). A paused guest cannot act on the request, so
+        it is forced off at once. The outcome says how it ended:
+        ``graceful``, ``forced``, ``already_off``, or ``timed_out`` when
+        forcing was not allowed.
         """
         _check_durations(timeout=timeout, retry_interval=retry_interval)
         if retry_interval == 0:
@@ -159,7 +160,9 @@ class Driver(abc.ABC):
         deadline = began + timeout
         with self._track(instance, Operation.SHUTDOWN), self._hub.add(notice_off):
             current = instance
-            while current.power_state in (PowerState.RUNNING, PowerState.PAUSED):
+            # Only a running guest can act on the request: a paused one is forced
+            # (or left, without force) at once rather than after a pointless wait.
+            while current.power_state is PowerState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

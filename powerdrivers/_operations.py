@@ -91,13 +91,21 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
     {
         rule.operation: rule
         for rule in (
-            _rule(Operation.SPAWN, Transition.SPAWNING, set(), _S.RUNNING, {_E.SPAWNED, _E.STARTED}),
+            # Hypervisors may start a domain paused and then run it (QEMU under
+            # libvirt reports started, then resumed): starting causes both.
+            _rule(
+                Operation.SPAWN,
+                Transition.SPAWNING,
+                set(),
+                _S.RUNNING,
+                {_E.SPAWNED, _E.STARTED, _E.UNPAUSED},
+            ),
             _rule(
                 Operation.START,
                 Transition.POWERING_ON,
                 {_S.SHUTOFF, _S.CRASHED, _S.SUSPENDED},
                 _S.RUNNING,
-                {_E.STARTED, _E.RESUMED},
+                {_E.STARTED, _E.RESUMED, _E.UNPAUSED},
             ),
             _rule(
                 Operation.SHUTDOWN,
@@ -127,7 +135,7 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
                 Transition.HARD_REBOOTING,
                 {_S.RUNNING, _S.PAUSED, _S.CRASHED},
                 _S.RUNNING,
-                {_E.REBOOTED, _E.STOPPED, _E.STARTED},
+                {_E.REBOOTED, _E.STOPPED, _E.STARTED, _E.UNPAUSED},
                 forced=True,
             ),
             _rule(Operation.PAUSE, Transition.PAUSING, {_S.RUNNING}, _S.PAUSED, {_E.PAUSED}),
@@ -144,7 +152,7 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
                 Transition.RESUMING,
                 {_S.SUSPENDED},
                 _S.RUNNING,
-                {_E.RESUMED, _E.STARTED},
+                {_E.RESUMED, _E.STARTED, _E.UNPAUSED},
             ),
             _rule(
                 Operation.DELETE,

@@ -6,8 +6,6 @@ import textwrap
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 BROKEN = textwrap.dedent(
     '''
     """Deliberately broken drivers, each wrong in one way."""

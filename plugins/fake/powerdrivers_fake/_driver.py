@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -97,6 +98,8 @@ class FakeDriver(Driver):
             self.inject_failure(make_error(error_name, f"injected failure of {target}"), target, once=False)
         self._delivery_lock = threading.Lock()
         self._delivered = -1
+        self._outbox: deque[dict[str, Any]] = deque()
+        self._draining = False
         self._next_due: float | None = None
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
@@ -188,6 +191,7 @@ class FakeDriver(Driver):
     def _unpause(self, instance: InstanceReading) -> None:
         with self._operation(instance, Operation.UNPAUSE) as (document, record, cause):
             self._set_state(document, record, _S.RUNNING, "unpaused", cause)
+            self._arm_crash(record)
 
     def _suspend(self, instance: InstanceReading) -> None:
         with self._operation(instance, Operation.SUSPEND) as (document, record, cause):
@@ -235,7 +239,11 @@ class FakeDriver(Driver):
             self._delivered = document["seq"]
         if isinstance(self._store, FileStore):
             self._watching.set()
-            self._watcher = threading.Thread(target=self._watch, name="powerdrivers-fake-watch", daemon=True)
+            # The baseline is taken before subscribe() returns, so no later change is missed.
+            baseline = self._store.fingerprint()
+            self._watcher = threading.Thread(
+                target=self._watch, args=(baseline,), name="powerdrivers-fake-watch", daemon=True
+            )
             self._watcher.start()
 
     def _stop_native_events(self) -> None:
@@ -250,8 +258,7 @@ class FakeDriver(Driver):
         for timer in timers:
             timer.cancel()
 
-    def _watch(self) -> None:
-        fingerprint = self._store.fingerprint()
+    def _watch(self, fingerprint: object) -> None:
         while self._watching.is_set():
             time.sleep(self._settings.poll_interval)
             current = self._store.fingerprint()
@@ -359,21 +366,39 @@ class FakeDriver(Driver):
         )
 
     def _deliver(self, document: Document) -> None:
+        # Events queue up and one thread at a time publishes them, in order; a
+        # listener that calls back into the driver only adds to the queue.
         with self._delivery_lock:
             fresh = [event for event in document["events"] if event["seq"] > self._delivered]
-            if not fresh:
+            if fresh:
+                self._delivered = fresh[-1]["seq"]
+                self._outbox.extend(fresh)
+            if self._draining or not self._outbox:
                 return
-            self._delivered = fresh[-1]["seq"]
-            for event in fresh:
-                reading = self.native_states.reading(
-                    event["id"],
-                    event["name"],
-                    event["state"],
-                    event["reason"],
-                    observed_at=datetime.fromtimestamp(event["time"], UTC),
-                )
-                cause = Operation(event["cause"]) if event["cause"] else None
-                self._publish(EventKind(event["kind"]), reading, caused_by=cause)
+            self._draining = True
+        try:
+            while True:
+                with self._delivery_lock:
+                    if not self._outbox:
+                        self._draining = False
+                        return
+                    event = self._outbox.popleft()
+                self._publish_record(event)
+        except BaseException:
+            with self._delivery_lock:
+                self._draining = False
+            raise
+
+    def _publish_record(self, event: dict[str, Any]) -> None:
+        reading = self.native_states.reading(
+            event["id"],
+            event["name"],
+            event["state"],
+            event["reason"],
+            observed_at=datetime.fromtimestamp(event["time"], UTC),
+        )
+        cause = Operation(event["cause"]) if event["cause"] else None
+        self._publish(EventKind(event["kind"]), reading, caused_by=cause)
 
     def _plan(self, record: dict[str, Any], action: str, cause: Operation | None) -> None:
         due = time.time() + self._settings.guest_delay
@@ -425,7 +450,10 @@ def _open_store(uri: str | None, settings: FakeOptions) -> Store:
 
     if uri is None:
         return MemoryStore(seed)
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as error:
+        raise InvalidURI(f"{redact_uri(uri)!r} is not a URI: {error}") from None
     if parts.scheme != "fake" or parts.netloc or parts.query or parts.fragment:
         raise InvalidURI(
             f"the fake driver takes fake:/// or fake:///path/to/state.json, not {redact_uri(uri)!r}"

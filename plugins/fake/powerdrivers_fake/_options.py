@@ -136,8 +136,11 @@ def _seconds(option: str, value: object, *, positive: bool = False) -> float:
         seconds = float(str(value))
     except ValueError:
         raise InvalidOption(f"{option} must be a number of seconds, not {value!r}") from None
-    if seconds < 0 or (positive and seconds == 0) or math.isnan(seconds):
-        raise InvalidOption(f"{option} must be {'more than' if positive else 'at least'} 0 s, not {value!r}")
+    if seconds < 0 or (positive and seconds == 0) or not math.isfinite(seconds):
+        raise InvalidOption(
+            f"{option} must be a finite number of seconds, {'more than' if positive else 'at least'} 0, "
+            f"not {value!r}"
+        )
     return seconds
 
 

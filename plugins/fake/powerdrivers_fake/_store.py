@@ -112,17 +112,21 @@ class FileStore(Store):
             document = self._seed()
             self._save(document)
             return document
+        except UnicodeDecodeError as error:
+            raise self._corrupt(f"is not UTF-8 text: {error}") from None
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
-            raise HypervisorError(
-                f"fake state file {self.path} is not valid JSON: {error}", code="corrupt"
-            ) from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise HypervisorError(
-                f"fake state file {self.path} is not a format-{FORMAT} state file", code="corrupt"
-            )
-        return document
+            raise self._corrupt(f"is not valid JSON: {error}") from None
+        problem = _structure_problem(document)
+        if problem:
+            raise self._corrupt(problem)
+        return document  # type: ignore[no-any-return]
+
+    def _corrupt(self, problem: str) -> HypervisorError:
+        return HypervisorError(
+            f"fake state file {self.path} {problem}; it was left untouched", code="corrupt"
+        )
 
     def _save(self, document: Document) -> None:
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
@@ -133,6 +137,25 @@ class FileStore(Store):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+_RECORD_KEYS = frozenset(
+    {"id", "name", "state", "reason", "guest", "vcpus", "memory_mib", "pending", "crash_at"}
+)
+
+
+def _structure_problem(document: object) -> str | None:
+    """Say what is wrong with a loaded document's shape, or return None."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return f"is not a format-{FORMAT} state file"
+    if not isinstance(document.get("seq"), int) or not isinstance(document.get("instances"), dict):
+        return "lacks its sequence number or instances"
+    if not isinstance(document.get("events"), list):
+        return "lacks its event log"
+    for key, record in document["instances"].items():
+        if not isinstance(record, dict) or not record.keys() >= _RECORD_KEYS or record["id"] != key:
+            return f"has a malformed instance record {key!r}"
+    return None
 
 
 def _trim(document: Document) -> None:

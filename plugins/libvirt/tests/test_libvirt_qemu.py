@@ -237,3 +237,31 @@ def test_the_cli_streams_real_lifecycle_events(qemu: Driver) -> None:
         # Another client made these changes: the stream does not claim them.
         assert event["caused_by_operation"] is None
         assert event["power_state"] == {"paused": "paused", "unpaused": "running"}[event["event"]]
+
+
+def test_the_conformance_kit_passes_on_qemu_with_an_os_less_guest(
+    pytester: pytest.Pytester, libvirtd: LibvirtdHarness
+) -> None:
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--powerdrivers-driver", "libvirt", "--powerdrivers-uri", "qemu:///system",
+        "--powerdrivers-option", "domain_type=qemu", "--powerdrivers-spawn",
+        "--powerdrivers-spec", "memory_mib=64", "--powerdrivers-timeout", "2",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    assert result.parseoutcomes()["passed"] >= 50
+
+
+def test_the_conformance_kit_passes_on_qemu_with_the_linux_guest(
+    pytester: pytest.Pytester, libvirtd: LibvirtdHarness, guest_image: GuestImage
+) -> None:
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--powerdrivers-driver", "libvirt", "--powerdrivers-uri", "qemu:///system",
+        "--powerdrivers-option", "domain_type=qemu", "--powerdrivers-spawn",
+        "--powerdrivers-spec", "memory_mib=256", "--powerdrivers-spec", f"kernel={guest_image.kernel}",
+        "--powerdrivers-spec", f"initrd={guest_image.initrd}",
+        "--powerdrivers-spec", f"cmdline={guest_image.cmdline}",
+        "--powerdrivers-timeout", "30",
+        "-k", "graceful or events or shutdown-running or reboot-running",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    assert result.parseoutcomes()["passed"] >= 4
