@@ -431,7 +431,7 @@ def _cmd_stats(options: argparse.Namespace) -> int:
     with _connect(options) as driver:
         reading = driver.get_instance(options.id)
         with Progress(f"sampling {reading.name}", sys.stderr):
-            stats = driver.vcpu_stats(reading.id, window_s=options.window)
+            stats = driver.vcpu_stats(reading.id, window=options.window)
     if _format(options) == "json":
         print_json(
             {

@@ -236,10 +236,10 @@ class Driver(abc.ABC):
         with self._track(instance, Operation.DELETE):
             self._delete(instance)
 
-    def vcpu_stats(self, ref: str, window_s: float = 1.0) -> list[VcpuStats]:
-        """Sample how each VCPU of a running instance spends ``window_s`` seconds."""
-        _check_durations(window=window_s)
-        if window_s == 0:
+    def vcpu_stats(self, ref: str, window: float = 1.0) -> list[VcpuStats]:
+        """Sample how each VCPU of a running instance spends ``window`` seconds."""
+        _check_durations(window=window)
+        if window == 0:
             raise ConfigurationError("the sampling window must be longer than 0 s")
         self._require_capability(Capability.VCPU_STATS, "vcpu_stats")
         instance = self.get_instance(ref)
@@ -247,7 +247,7 @@ class Driver(abc.ABC):
             raise InvalidStateTransition(
                 instance.name, "vcpu_stats", instance.power_state.value, allowed=[PowerState.RUNNING.value]
             )
-        return list(self._vcpu_stats(instance, window_s))
+        return list(self._vcpu_stats(instance, window))
 
     def subscribe(self, listener: Listener) -> Subscription:
         """Call ``listener`` for every lifecycle event until unsubscribed.

@@ -126,7 +126,7 @@ def test_table_is_checked_before_the_primitive_runs() -> None:
     [
         lambda d: d.shutdown("m", timeout=-1),
         lambda d: d.reboot("m", timeout=float("nan")),
-        lambda d: d.vcpu_stats("m", window_s=0),
+        lambda d: d.vcpu_stats("m", window=0),
     ],
 )
 def test_bad_durations_are_configuration_errors(call: Any) -> None:

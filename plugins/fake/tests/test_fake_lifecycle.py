@@ -26,7 +26,7 @@ CALLS: dict[str, Callable[[FakeDriver], object]] = {
     "resume": lambda d: d.resume("web-1"),
     "delete": lambda d: d.delete("web-1"),
     "spawn": lambda d: d.spawn(InstanceSpec("late")),
-    "vcpu_stats": lambda d: d.vcpu_stats("web-1", window_s=0.01),
+    "vcpu_stats": lambda d: d.vcpu_stats("web-1", window=0.01),
     "subscribe": lambda d: d.subscribe(EventLog()),
 }
 

@@ -167,7 +167,7 @@ def test_vcpu_stats_has_one_entry_per_vcpu_with_fractions_summing_to_one(
     empty_driver: FakeDriver, vcpus: int
 ) -> None:
     empty_driver.spawn(InstanceSpec("stats", vcpus=vcpus))
-    stats = empty_driver.vcpu_stats("stats", window_s=0.05)
+    stats = empty_driver.vcpu_stats("stats", window=0.05)
     assert [s.vcpu for s in stats] == list(range(vcpus))
     for entry in stats:
         assert isinstance(entry, VcpuStats)
@@ -182,7 +182,7 @@ def test_vcpu_stats_refuses_an_instance_that_is_not_running(
 ) -> None:
     spawn_in_state(empty_driver, "idle", state)
     with pytest.raises(InvalidStateTransition) as raised:
-        empty_driver.vcpu_stats("idle", window_s=0.01)
+        empty_driver.vcpu_stats("idle", window=0.01)
     assert "'idle'" in str(raised.value)
     assert "vcpu_stats" in str(raised.value)
     assert state.value in str(raised.value)

@@ -116,7 +116,7 @@ def test_fail_read_fails_listing_and_reading(make_driver: DriverFactory) -> None
 def test_fail_vcpu_stats(make_driver: DriverFactory) -> None:
     driver = make_driver(fail_vcpu_stats="hypervisor")
     with pytest.raises(HypervisorError):
-        driver.vcpu_stats("web-1", window_s=0.01)
+        driver.vcpu_stats("web-1", window=0.01)
     assert driver.pause("web-1").power_state is PowerState.PAUSED
 
 

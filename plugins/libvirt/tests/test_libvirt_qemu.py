@@ -122,7 +122,7 @@ def test_pause_suspend_resume_and_hard_reboot_on_qemu(qemu: Driver) -> None:
 def test_vcpu_stats_of_a_real_guest(qemu: Driver) -> None:
     name = _name()
     qemu.spawn(InstanceSpec(name, vcpus=2, memory_mib=64))
-    stats = qemu.vcpu_stats(name, window_s=0.5)
+    stats = qemu.vcpu_stats(name, window=0.5)
     assert [s.vcpu for s in stats] == [0, 1]
     for s in stats:
         assert 0 <= s.running <= 1 and s.running + s.blocked + s.waiting == pytest.approx(1.0)

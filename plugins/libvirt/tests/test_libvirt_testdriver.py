@@ -173,7 +173,7 @@ def test_spawn_and_delete(driver: Driver) -> None:
 
 
 def test_vcpu_stats_cover_every_vcpu(driver: Driver) -> None:
-    stats = driver.vcpu_stats("vm-running", window_s=0.05)
+    stats = driver.vcpu_stats("vm-running", window=0.05)
     assert [s.vcpu for s in stats] == [0, 1]
     for s in stats:
         assert s.running + s.blocked + s.waiting == pytest.approx(1.0)
