@@ -15,8 +15,10 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
 	$(PIP) install -e . -e plugins/fake
 	touch $@
 
-$(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]'
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml) \
+		docs/examples/powerdrivers-procs/pyproject.toml
+	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]' -e 'plugins/xen[test]' \
+		-e docs/examples/powerdrivers-procs
 	touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
@@ -31,9 +33,10 @@ lint: $(VENV)/.test-installed
 
 # One run per test folder: each has its own conftest module.
 typecheck: $(VENV)/.test-installed
-	$(BIN)/mypy powerdrivers $(wildcard plugins/*/powerdrivers_*) docs/_ext
+	$(BIN)/mypy powerdrivers $(dir $(wildcard plugins/*/powerdrivers_*/__init__.py)) docs/_ext \
+		docs/examples/powerdrivers-procs/powerdrivers_procs
 	$(BIN)/mypy tests
-	for folder in plugins/*/tests; do $(BIN)/mypy $$folder || exit 1; done
+	for folder in plugins/*/tests docs/examples/*/tests; do $(BIN)/mypy $$folder || exit 1; done
 
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest --cov --cov-report=term

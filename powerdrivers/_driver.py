@@ -7,8 +7,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Final, Self
@@ -22,6 +22,7 @@ from powerdrivers._exceptions import (
     HypervisorConnectionError,
     InvalidOption,
     InvalidStateTransition,
+    PowerDriversError,
     UnsupportedOperation,
 )
 from powerdrivers._native import NativeStateTable
@@ -365,7 +366,9 @@ class Driver(abc.ABC):
         if not self._hub.has_listeners:
             return
         if caused_by is _FROM_TRACKER:
-            cause = self._tracker.cause(reading.id, kind) or self._tracker.cause(reading.name, kind)
+            cause = self._tracker.cause(reading.id, kind, reading.transition) or self._tracker.cause(
+                reading.name, kind, reading.transition
+            )
         else:
             cause = caused_by if isinstance(caused_by, Operation) else None
         self._hub.publish(Event.from_reading(kind, reading, cause))
@@ -420,12 +423,23 @@ class Driver(abc.ABC):
             action(instance)
         return self.get_instance(instance.id)
 
-    def _track(self, instance: InstanceReading, operation: Operation) -> AbstractContextManager[None]:
-        return self._tracker.track(
+    @contextmanager
+    def _track(self, instance: InstanceReading, operation: Operation) -> Iterator[None]:
+        with self._tracker.track(
             instance.id, operation, label=instance.name, state=instance.power_state.value
-        )
+        ):
+            yield
+            # A polling source would otherwise notice the change only after the operation
+            # ended, perhaps after the next one began: look now, while it is in flight.
+            poller = self._poller
+            if poller is not None:
+                try:
+                    poller.poll_now()
+                except PowerDriversError as error:
+                    _LOG.debug("polling after %s failed: %s", operation.value, error)
 
     def _force_off(self, instance: InstanceReading) -> None:
+        # Not tracked on its own: what it causes belongs to the shutdown or reboot it completes.
         if instance.power_state is not PowerState.SHUTOFF:
             self._power_off(instance)
 
@@ -457,6 +471,7 @@ class Driver(abc.ABC):
 
     def _events_needed(self) -> None:
         self._check_open()
+        self._tracker.forget_owed()
         if Capability.NATIVE_EVENTS in self.capabilities:
             self._start_native_events()
             self._native_events_running = True

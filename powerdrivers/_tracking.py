@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from powerdrivers._event_kinds import EventKind
 from powerdrivers._exceptions import InvalidStateTransition
 from powerdrivers._operations import Operation, rule_for
+from powerdrivers._states import Transition
 
 
 @dataclass(eq=False)
@@ -32,7 +33,8 @@ class OperationTracker:
     still owed its kind, for up to ``grace_s`` seconds after that operation
     returned; each kind is matched once (repeated ``TRANSITION`` events
     excepted), and since events arrive in order, a match also settles every
-    older operation's debts.
+    older operation's debts. ``TRANSITION`` events are matched by the
+    transition they show instead.
     """
 
     def __init__(self, grace_s: float = 2.0) -> None:
@@ -71,21 +73,54 @@ class OperationTracker:
             with self._lock:
                 entry.until = time.monotonic() + self._grace_s
 
+    def forget_owed(self) -> None:
+        """Forget what finished operations are still owed: their events will never come.
+
+        Called when an event source starts, since it reports only what
+        changes after it started.
+        """
+        with self._lock:
+            for entries in self._entries.values():
+                for entry in entries:
+                    if entry.until is not None:
+                        entry.owed.clear()
+
     def in_flight(self, instance_id: str) -> Operation | None:
         """Return the newest operation running on ``instance_id``, if any."""
         with self._lock:
             running = [e for e in self._entries.get(instance_id, ()) if e.until is None]
         return running[-1].operation if running else None
 
-    def cause(self, instance_id: str, kind: EventKind) -> Operation | None:
-        """Return the operation of ours that an event of ``kind`` on ``instance_id`` comes from."""
+    def cause(
+        self, instance_id: str, kind: EventKind, transition: Transition | None = None
+    ) -> Operation | None:
+        """Return the operation of ours that an event on ``instance_id`` comes from.
+
+        A ``TRANSITION`` event belongs to the operation whose transition it
+        shows, else to the operation running (a graceful shutdown that falls
+        back to powering off shows that transition too) or, when it shows a
+        transition ending (``transition`` None), to the newest operation
+        still running or just finished.
+        """
         with self._lock:
+            if kind is EventKind.TRANSITION:
+                return self._match_transition(instance_id, transition)
             return self._match(instance_id, kind, consume=True)
 
     def expects(self, instance_id: str, kind: EventKind) -> Operation | None:
         """Like :meth:`cause`, without using the match up."""
         with self._lock:
             return self._match(instance_id, kind, consume=False)
+
+    def _match_transition(self, instance_id: str, transition: Transition | None) -> Operation | None:
+        entries = self._live(instance_id)
+        if transition is None:
+            return entries[-1].operation if entries else None
+        for entry in entries:
+            if rule_for(entry.operation).transition is transition:
+                return entry.operation
+        running = [entry for entry in entries if entry.until is None]
+        return running[-1].operation if running else None
 
     def _live(self, instance_id: str) -> list[_Entry]:
         now = time.monotonic()

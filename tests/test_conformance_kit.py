@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+import powerdrivers
+
 BROKEN = textwrap.dedent(
     '''
     """Deliberately broken drivers, each wrong in one way."""
@@ -128,3 +130,23 @@ def test_the_kit_needs_instances_or_spawn(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--powerdrivers-driver", "fake")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*needs --powerdrivers-instance ID or --powerdrivers-spawn*"])
+
+
+def test_the_kit_passes_the_out_of_tree_process_driver(pytester: pytest.Pytester) -> None:
+    from powerdrivers_procs import define
+
+    state = pytester.mkdir("procs")
+    for name in ("kit-a", "kit-b"):
+        define(state, name, ["sleep", "300"])
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--powerdrivers-driver", "procs", "--powerdrivers-uri", f"procs://{state}",
+        "--powerdrivers-instance", "kit-a", "--powerdrivers-instance", "kit-b", "--powerdrivers-timeout", "3",
+    )  # fmt: skip
+    try:
+        assert result.ret == 0, result.stdout.str()
+        assert result.parseoutcomes()["passed"] >= 30
+    finally:
+        with powerdrivers.load_driver("procs", f"procs://{state}") as driver:
+            for reading in driver.list_instances():
+                if reading.power_state is not powerdrivers.PowerState.SHUTOFF:
+                    driver.power_off(reading.id)

@@ -145,6 +145,20 @@ class TestTracker:
         # The reboot never stopped the instance; once later events matched, it is owed nothing.
         assert tracker.cause("i", EventKind.STOPPED) is None
 
+    def test_transition_events_go_to_the_operation_whose_transition_they_show(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        with tracker.track("i", Operation.SHUTDOWN):
+            assert tracker.cause("i", EventKind.TRANSITION, Transition.SHUTTING_DOWN) is Operation.SHUTDOWN
+            # The forced fallback of a graceful shutdown shows powering_off: still the shutdown's.
+            assert tracker.cause("i", EventKind.TRANSITION, Transition.POWERING_OFF) is Operation.SHUTDOWN
+        with tracker.track("i", Operation.START):
+            pass
+        # A transition ending belongs to the newest operation; one nobody of ours shows, to nobody.
+        assert tracker.cause("i", EventKind.TRANSITION, None) is Operation.START
+        assert tracker.cause("i", EventKind.TRANSITION, Transition.SHUTTING_DOWN) is Operation.SHUTDOWN
+        assert tracker.cause("i", EventKind.TRANSITION, Transition.PAUSING) is None
+        assert tracker.cause("other", EventKind.TRANSITION, None) is None
+
     def test_nothing_is_attributed_after_the_grace(self) -> None:
         tracker = OperationTracker(grace_s=0.01)
         with tracker.track("i", Operation.POWER_OFF):

@@ -19,7 +19,6 @@ from powerdrivers.conformance._settings import KitSettings
 
 _KIT = Path(__file__).with_name("kit_tests.py")
 _SETTINGS = pytest.StashKey[KitSettings]()
-_GUEST_OPERATIONS = (Operation.SPAWN,)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,11 +88,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Generate only the cases that apply to what the driver declares."""
     if _SETTINGS not in metafunc.config.stash:
         return
-    capabilities = metafunc.config.stash[_SETTINGS].driver_class().capabilities
+    settings = metafunc.config.stash[_SETTINGS]
+    capabilities = settings.driver_class().capabilities
+    # Instances the kit was given are the author's: it never deletes them.
+    never = {Operation.SPAWN} if settings.spawn else {Operation.SPAWN, Operation.DELETE}
     declared = [
         operation
         for operation in Operation
-        if operation is not Operation.SPAWN and Capability.for_operation(operation) in capabilities
+        if operation not in never and Capability.for_operation(operation) in capabilities
     ]
     undeclared = sorted(set(Capability) - capabilities - REQUIRED_CAPABILITIES - {Capability.NATIVE_EVENTS})
     if "declared_operation" in metafunc.fixturenames:

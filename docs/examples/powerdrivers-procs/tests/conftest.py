@@ -1,0 +1,117 @@
+"""Fixtures for the procs driver's tests: a directory of instances, a driver, and a clean-up that kills."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from powerdrivers_procs import ProcessDriver, define
+from powerdrivers_procs._proc import Child, live_processes, read_stat, reap
+
+import powerdrivers
+from powerdrivers import Event, EventKind
+
+#: The instances every test directory defines.
+INSTANCES = {
+    "sleeper": ["sleep", "30"],
+    "trapper": ["sh", "-c", "trap '' TERM; sleep 30"],
+    "crasher": ["sh", "-c", "sleep 0.2; exit 3"],
+    "segv": ["sh", "-c", "kill -SEGV $$"],
+}
+
+
+def uri_of(directory: Path) -> str:
+    """Return the procs URI of ``directory``."""
+    return "procs://" + quote(str(directory))
+
+
+def recorded_groups(directory: Path) -> list[tuple[int, int]]:
+    """Return (pid, start time) of every process the driver recorded in ``directory``."""
+    state = directory / ".procs" / "state.json"
+    if not state.exists():
+        return []
+    records = json.loads(state.read_text(encoding="utf-8"))["instances"].values()
+    return [(record["pid"], record["starttime"]) for record in records]
+
+
+def live_members(pgid: int) -> list[int]:
+    """Return the pids of the live (not zombie) processes in process group ``pgid``."""
+    return [stat.pid for stat in live_processes() if stat.pgrp == pgid]
+
+
+def kill_everything(directory: Path, timeout_s: float = 5.0) -> list[int]:
+    """SIGKILL every process group recorded in ``directory``, reap ours, return any survivors."""
+    groups = recorded_groups(directory)
+    for pid, starttime in groups:
+        stat = read_stat(pid)
+        if stat is None or stat.starttime == starttime:  # not a reused pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = [pid for pid, starttime in groups if reap(pid, starttime) is Child.RUNNING]
+        survivors = [member for pid, _ in groups for member in live_members(pid)]
+        if not pending and not survivors:
+            return []
+        if time.monotonic() > deadline:
+            return pending + survivors
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A procs directory defining the four test instances; afterwards no process of it may remain."""
+    for name, command in INSTANCES.items():
+        define(tmp_path, name, command)
+    yield tmp_path
+    assert kill_everything(tmp_path) == [], "processes were left behind"
+
+
+@pytest.fixture
+def driver(home: Path) -> Iterator[ProcessDriver]:
+    """The procs driver loaded by name, polling quickly."""
+    loaded = powerdrivers.load_driver("procs", uri_of(home), poll_interval="0.05", timeout="5")
+    assert isinstance(loaded, ProcessDriver)
+    with loaded:
+        yield loaded
+
+
+class EventLog:
+    """A listener that records events and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._arrived = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._arrived:
+            self.events.append(event)
+            self._arrived.notify_all()
+
+    def wait(self, name: str, kind: EventKind, timeout_s: float = 5.0) -> Event:
+        """Return the first event of ``kind`` about ``name``, waiting up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._arrived:
+            while True:
+                for event in self.events:
+                    if event.name == name and event.kind is kind:
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(e.kind.value, e.name) for e in self.events]
+                    pytest.fail(f"no {kind.value} event for {name} within {timeout_s} s; saw {seen}")
+                self._arrived.wait(remaining)
+
+
+@pytest.fixture
+def event_log() -> EventLog:
+    """A recording listener."""
+    return EventLog()
