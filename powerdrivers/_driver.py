@@ -293,12 +293,18 @@ class Driver(abc.ABC):
         """Read one instance by id or name; raise ``InstanceNotFound``."""
 
     @abc.abstractmethod
-    def _start(self, instance: InstanceReading) -> None:
-        """Power the instance on; return once the hypervisor reports it running."""
+    def _start(self, instance: InstanceReading) -> InstanceReading | None:
+        """Power the instance on; return once the hypervisor reports it running.
+
+        May return the instance's new reading, saving the core a round trip.
+        """
 
     @abc.abstractmethod
-    def _power_off(self, instance: InstanceReading) -> None:
-        """Stop the instance at once; return once the hypervisor reports it off."""
+    def _power_off(self, instance: InstanceReading) -> InstanceReading | None:
+        """Stop the instance at once; return once the hypervisor reports it off.
+
+        May return the instance's new reading, saving the core a round trip.
+        """
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
         """Ask the guest to shut down (ACPI, agent...) and return without waiting."""
@@ -308,23 +314,23 @@ class Driver(abc.ABC):
         """Ask the guest to reboot and return; publish ``REBOOTED`` when it has."""
         raise UnsupportedOperation(self.name, Operation.REBOOT.value)
 
-    def _hard_reboot(self, instance: InstanceReading) -> None:
+    def _hard_reboot(self, instance: InstanceReading) -> InstanceReading | None:
         """Reset the instance without asking the guest."""
         raise UnsupportedOperation(self.name, Operation.HARD_REBOOT.value)
 
-    def _pause(self, instance: InstanceReading) -> None:
+    def _pause(self, instance: InstanceReading) -> InstanceReading | None:
         """Pause the instance's VCPUs."""
         raise UnsupportedOperation(self.name, Operation.PAUSE.value)
 
-    def _unpause(self, instance: InstanceReading) -> None:
+    def _unpause(self, instance: InstanceReading) -> InstanceReading | None:
         """Unpause the instance's VCPUs."""
         raise UnsupportedOperation(self.name, Operation.UNPAUSE.value)
 
-    def _suspend(self, instance: InstanceReading) -> None:
+    def _suspend(self, instance: InstanceReading) -> InstanceReading | None:
         """Save the instance's memory and stop it."""
         raise UnsupportedOperation(self.name, Operation.SUSPEND.value)
 
-    def _resume(self, instance: InstanceReading) -> None:
+    def _resume(self, instance: InstanceReading) -> InstanceReading | None:
         """Restore a suspended instance."""
         raise UnsupportedOperation(self.name, Operation.RESUME.value)
 
@@ -414,14 +420,14 @@ class Driver(abc.ABC):
     # -- internals ----------------------------------------------------------
 
     def _perform(
-        self, ref: str, operation: Operation, action: Callable[[InstanceReading], None]
+        self, ref: str, operation: Operation, action: Callable[[InstanceReading], InstanceReading | None]
     ) -> InstanceReading:
         self._require(operation)
         instance = self.get_instance(ref)
         check_operation(instance.name, operation, instance.power_state, instance.transition)
         with self._track(instance, operation):
-            action(instance)
-        return self.get_instance(instance.id)
+            after = action(instance)
+        return after if after is not None else self.get_instance(instance.id)
 
     @contextmanager
     def _track(self, instance: InstanceReading, operation: Operation) -> Iterator[None]:
@@ -437,6 +443,8 @@ class Driver(abc.ABC):
                     poller.poll_now()
                 except PowerDriversError as error:
                     _LOG.debug("polling after %s failed: %s", operation.value, error)
+                else:
+                    self._tracker.caught_up(instance.id)
 
     def _force_off(self, instance: InstanceReading) -> None:
         # Not tracked on its own: what it causes belongs to the shutdown or reboot it completes.

@@ -128,7 +128,8 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
                 Transition.REBOOTING,
                 {_S.RUNNING},
                 _S.RUNNING,
-                {_E.REBOOTED, _E.TRANSITION, _E.STOPPED, _E.STARTED},
+                # A guest rebooting itself never stops the instance.
+                {_E.REBOOTED, _E.TRANSITION},
             ),
             _rule(
                 Operation.HARD_REBOOT,

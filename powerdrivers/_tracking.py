@@ -13,6 +13,8 @@ from powerdrivers._exceptions import InvalidStateTransition
 from powerdrivers._operations import Operation, rule_for
 from powerdrivers._states import Transition
 
+_MAX_FINISHED = 16
+
 
 @dataclass(eq=False)
 class _Entry:
@@ -32,9 +34,9 @@ class OperationTracker:
     began, so an event is matched to the oldest operation on that instance
     still owed its kind, for up to ``grace_s`` seconds after that operation
     returned; each kind is matched once (repeated ``TRANSITION`` events
-    excepted), and since events arrive in order, a match also settles every
-    older operation's debts. ``TRANSITION`` events are matched by the
-    transition they show instead.
+    excepted), and since a hypervisor's events arrive in order, matching one
+    to a finished operation also settles every older operation's debts.
+    ``TRANSITION`` events are matched by the transition they show instead.
     """
 
     def __init__(self, grace_s: float = 2.0) -> None:
@@ -66,12 +68,29 @@ class OperationTracker:
                     transition=rule_for(running[-1].operation).transition.value,
                 )
             entries.append(entry)
+            # Events arrive in order, so very old debts are settled by newer matches; a cap
+            # keeps a busy instance's history (and every lookup) short.
+            finished = [e for e in entries if e.until is not None]
+            if len(finished) > _MAX_FINISHED:
+                for stale in finished[: len(finished) - _MAX_FINISHED]:
+                    entries.remove(stale)
             self._entries[instance_id] = entries
         try:
             yield
         finally:
             with self._lock:
                 entry.until = time.monotonic() + self._grace_s
+
+    def caught_up(self, instance_id: str) -> None:
+        """Settle the debts of finished operations on ``instance_id``: the source has reported all.
+
+        A polling source that just looked has reported every change up to
+        now; what older operations are still owed will never come.
+        """
+        with self._lock:
+            for entry in self._entries.get(instance_id, ()):
+                if entry.until is not None:
+                    entry.owed.clear()
 
     def forget_owed(self) -> None:
         """Forget what finished operations are still owed: their events will never come.
@@ -88,8 +107,10 @@ class OperationTracker:
     def in_flight(self, instance_id: str) -> Operation | None:
         """Return the newest operation running on ``instance_id``, if any."""
         with self._lock:
-            running = [e for e in self._entries.get(instance_id, ()) if e.until is None]
-        return running[-1].operation if running else None
+            for entry in reversed(self._entries.get(instance_id, ())):
+                if entry.until is None:
+                    return entry.operation
+        return None
 
     def cause(
         self, instance_id: str, kind: EventKind, transition: Transition | None = None
@@ -137,7 +158,11 @@ class OperationTracker:
                 if consume:
                     if kind is not EventKind.TRANSITION:
                         entry.owed.discard(kind)
-                    for older in entries[:index]:
-                        older.owed.clear()
+                    # An asynchronous event for a finished operation means the stream has
+                    # moved past older ones. One published while the operation runs (by the
+                    # driver itself) says nothing about events still in the stream.
+                    if entry.until is not None:
+                        for older in entries[:index]:
+                            older.owed.clear()
                 return entry.operation
         return None

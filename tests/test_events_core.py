@@ -113,15 +113,31 @@ def test_change_kind_reports_transitions_with_the_same_state() -> None:
 class TestTracker:
     def test_in_flight_operation_is_reported_and_attributed(self) -> None:
         tracker = OperationTracker(grace_s=5)
-        with tracker.track("i", Operation.REBOOT):
-            assert tracker.in_flight("i") is Operation.REBOOT
-            assert tracker.expects("i", EventKind.STOPPED) is Operation.REBOOT
-            assert tracker.cause("i", EventKind.TRANSITION) is Operation.REBOOT
-            assert tracker.cause("i", EventKind.TRANSITION) is Operation.REBOOT
-            assert tracker.cause("i", EventKind.STOPPED) is Operation.REBOOT
+        with tracker.track("i", Operation.HARD_REBOOT):
+            assert tracker.in_flight("i") is Operation.HARD_REBOOT
+            assert tracker.expects("i", EventKind.STOPPED) is Operation.HARD_REBOOT
+            assert tracker.cause("i", EventKind.TRANSITION) is Operation.HARD_REBOOT
+            assert tracker.cause("i", EventKind.TRANSITION) is Operation.HARD_REBOOT
+            assert tracker.cause("i", EventKind.STOPPED) is Operation.HARD_REBOOT
             assert tracker.cause("i", EventKind.CRASHED) is None
             assert tracker.cause("other", EventKind.STOPPED) is None
         assert tracker.in_flight("i") is None
+
+    def test_a_driver_reporting_while_an_operation_runs_leaves_older_debts(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        with tracker.track("i", Operation.PAUSE):
+            pass
+        with tracker.track("i", Operation.HARD_REBOOT):
+            # The driver reports its own reset at once; the pause's event is still on its way.
+            assert tracker.cause("i", EventKind.REBOOTED) is Operation.HARD_REBOOT
+        assert tracker.cause("i", EventKind.PAUSED) is Operation.PAUSE
+
+    def test_caught_up_settles_what_finished_operations_are_owed(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        with tracker.track("i", Operation.START):
+            pass
+        tracker.caught_up("i")
+        assert tracker.cause("i", EventKind.UNPAUSED) is None
 
     def test_after_return_each_caused_kind_is_attributed_once_within_the_grace(self) -> None:
         tracker = OperationTracker(grace_s=5)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -147,25 +147,36 @@ class FakeDriver(Driver):
 
     def _read_all(self) -> list[InstanceReading]:
         self._call("read")
-        with self._transaction() as document:
+        with self._reading_view() as document:
             return [self._reading(record) for record in document["instances"].values()]
 
     def _read_one(self, ref: str) -> InstanceReading:
         self._call("read")
-        with self._transaction() as document:
+        with self._reading_view() as document:
             return self._reading(self._find(document, ref))
+
+    def _reading_view(self) -> AbstractContextManager[Document]:
+        # In memory, with no guest action due, nothing can change on a read:
+        # look without a transaction. Otherwise (a file others write, an action
+        # due) a read settles what is due, so it is a transaction.
+        due = self._next_due
+        if isinstance(self._store, MemoryStore) and (due is None or time.time() < due):
+            return self._store.view()
+        return self._transaction()
 
     # -- operations -----------------------------------------------------------
 
-    def _start(self, instance: InstanceReading) -> None:
+    def _start(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.START) as (document, record, cause):
             resumed = record["state"] == _S.SUSPENDED
             self._set_state(document, record, _S.RUNNING, "restored" if resumed else "booted", cause)
             self._arm_crash(record)
+        return self._reading(record)
 
-    def _power_off(self, instance: InstanceReading) -> None:
+    def _power_off(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.POWER_OFF) as (document, record, cause):
             self._set_state(document, record, _S.SHUTOFF, "destroyed", cause)
+        return self._reading(record)
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
         with self._operation(instance, Operation.SHUTDOWN) as (document, record, cause):
@@ -179,28 +190,33 @@ class FakeDriver(Driver):
                 self._set_state(document, record, _S.REBOOTING, "acpi", cause)
                 self._plan(record, "reboot", cause)
 
-    def _hard_reboot(self, instance: InstanceReading) -> None:
+    def _hard_reboot(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.HARD_REBOOT) as (document, record, cause):
             self._set_state(document, record, _S.RUNNING, "reset", cause, kind=EventKind.REBOOTED)
             self._arm_crash(record)
+        return self._reading(record)
 
-    def _pause(self, instance: InstanceReading) -> None:
+    def _pause(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.PAUSE) as (document, record, cause):
             self._set_state(document, record, _S.PAUSED, "user", cause)
+        return self._reading(record)
 
-    def _unpause(self, instance: InstanceReading) -> None:
+    def _unpause(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.UNPAUSE) as (document, record, cause):
             self._set_state(document, record, _S.RUNNING, "unpaused", cause)
             self._arm_crash(record)
+        return self._reading(record)
 
-    def _suspend(self, instance: InstanceReading) -> None:
+    def _suspend(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.SUSPEND) as (document, record, cause):
             self._set_state(document, record, _S.SUSPENDED, "saved", cause)
+        return self._reading(record)
 
-    def _resume(self, instance: InstanceReading) -> None:
+    def _resume(self, instance: InstanceReading) -> InstanceReading:
         with self._operation(instance, Operation.RESUME) as (document, record, cause):
             self._set_state(document, record, _S.RUNNING, "restored", cause)
             self._arm_crash(record)
+        return self._reading(record)
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
         self._call(Operation.SPAWN)
@@ -369,7 +385,11 @@ class FakeDriver(Driver):
         # Events queue up and one thread at a time publishes them, in order; a
         # listener that calls back into the driver only adds to the queue.
         with self._delivery_lock:
-            fresh = [event for event in document["events"] if event["seq"] > self._delivered]
+            events = document["events"]
+            start = len(events)
+            while start and events[start - 1]["seq"] > self._delivered:
+                start -= 1
+            fresh = events[start:]
             if fresh:
                 self._delivered = fresh[-1]["seq"]
                 self._outbox.extend(fresh)

@@ -71,6 +71,12 @@ class MemoryStore(Store):
     def fingerprint(self) -> object:
         return self._document["seq"]
 
+    @contextmanager
+    def view(self) -> Iterator[Document]:
+        """Yield the live document, under the lock, for reading only."""
+        with self._lock:
+            yield self._document
+
 
 class FileStore(Store):
     """State kept in a JSON file; an exclusive ``flock`` serialises processes.
