@@ -7,8 +7,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Final, Self
@@ -429,22 +428,8 @@ class Driver(abc.ABC):
             after = action(instance)
         return after if after is not None else self.get_instance(instance.id)
 
-    @contextmanager
-    def _track(self, instance: InstanceReading, operation: Operation) -> Iterator[None]:
-        with self._tracker.track(
-            instance.id, operation, label=instance.name, state=instance.power_state.value
-        ):
-            yield
-            # A polling source would otherwise notice the change only after the operation
-            # ended, perhaps after the next one began: look now, while it is in flight.
-            poller = self._poller
-            if poller is not None:
-                try:
-                    poller.poll_now()
-                except PowerDriversError as error:
-                    _LOG.debug("polling after %s failed: %s", operation.value, error)
-                else:
-                    self._tracker.caught_up(instance.id)
+    def _track(self, instance: InstanceReading, operation: Operation) -> _Tracked:
+        return _Tracked(self, instance, operation)
 
     def _force_off(self, instance: InstanceReading) -> None:
         # Not tracked on its own: what it causes belongs to the shutdown or reboot it completes.
@@ -496,6 +481,44 @@ class Driver(abc.ABC):
         elif self._native_events_running:
             self._native_events_running = False
             self._stop_native_events()
+
+
+class _Tracked:
+    """An operation in flight, for a ``with`` block (a class: this is every operation's hot path)."""
+
+    __slots__ = ("_driver", "_instance", "_operation", "_token")
+
+    def __init__(self, driver: Driver, instance: InstanceReading, operation: Operation) -> None:
+        self._driver = driver
+        self._instance = instance
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        instance = self._instance
+        self._token = self._driver._tracker.begin(
+            instance.id, self._operation, label=instance.name, state=instance.power_state.value
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        driver = self._driver
+        try:
+            # A polling source would otherwise notice the change only after the operation
+            # ended, perhaps after the next one began: look now, while it is in flight.
+            poller = driver._poller
+            if exc_type is None and poller is not None:
+                try:
+                    poller.poll_now()
+                except PowerDriversError as error:
+                    _LOG.debug("polling after %s failed: %s", self._operation.value, error)
+                else:
+                    driver._tracker.caught_up(self._instance.id)
+        finally:
+            driver._tracker.end(self._token)
 
 
 def _check_durations(**durations: float) -> None:

@@ -56,11 +56,22 @@ class OperationTracker:
         with :class:`InvalidStateTransition` naming the instance by ``label``
         (its name) and its ``state``.
         """
-        entry = _Entry(operation, set(rule_for(operation).events))
+        entry = self.begin(instance_id, operation, label=label, state=state)
+        try:
+            yield
+        finally:
+            self.end(entry)
+
+    def begin(
+        self, instance_id: str, operation: Operation, *, label: str | None = None, state: str = "busy"
+    ) -> object:
+        """Start tracking, as :meth:`track` does; return the token :meth:`end` takes."""
+        rule = rule_for(operation)
+        entry = _Entry(operation, set(rule.events))
         with self._lock:
             entries = self._live(instance_id)
             running = [e for e in entries if e.until is None]
-            if running and not rule_for(operation).forced and running[-1].operation is not operation:
+            if running and not rule.forced and running[-1].operation is not operation:
                 raise InvalidStateTransition(
                     label or instance_id,
                     operation.value,
@@ -75,11 +86,13 @@ class OperationTracker:
                 for stale in finished[: len(finished) - _MAX_FINISHED]:
                     entries.remove(stale)
             self._entries[instance_id] = entries
-        try:
-            yield
-        finally:
-            with self._lock:
-                entry.until = time.monotonic() + self._grace_s
+        return entry
+
+    def end(self, token: object) -> None:
+        """Stop tracking the operation :meth:`begin` returned ``token`` for."""
+        assert isinstance(token, _Entry)
+        with self._lock:
+            token.until = time.monotonic() + self._grace_s
 
     def caught_up(self, instance_id: str) -> None:
         """Settle the debts of finished operations on ``instance_id``: the source has reported all.

@@ -29,7 +29,7 @@ from powerdrivers import (
     check_operation,
     redact_uri,
 )
-from powerdrivers._changes import change_kind
+from powerdrivers._changes import state_change_kind
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, Latency, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
@@ -101,6 +101,7 @@ class FakeDriver(Driver):
         self._outbox: deque[dict[str, Any]] = deque()
         self._draining = False
         self._next_due: float | None = None
+        self._dues_changed = True
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -232,6 +233,7 @@ class FakeDriver(Driver):
     def _delete(self, instance: InstanceReading) -> None:
         with self._operation(instance, Operation.DELETE) as (document, record, cause):
             del document["instances"][record["id"]]
+            self._dues_changed = True
             record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
             self._append_event(document, record, EventKind.DELETED, cause)
 
@@ -294,16 +296,23 @@ class FakeDriver(Driver):
 
     @contextmanager
     def _transaction(self) -> Iterator[Document]:
+        # Other processes may plan guest actions in a shared file; in memory, only this
+        # driver does, so settling and recomputing the next due time can wait until due.
+        shared = isinstance(self._store, FileStore)
         with self._store.transaction() as document:
-            self._settle(document)
+            if shared or (self._next_due is not None and time.time() >= self._next_due):
+                self._settle(document)
+                self._dues_changed = True
             yield document
-            dues = [
-                due
-                for record in document["instances"].values()
-                for due in ((record["pending"] or {}).get("due"), record["crash_at"])
-                if due is not None
-            ]
-            self._next_due = min(dues, default=None)
+            if shared or self._dues_changed:
+                dues = [
+                    due
+                    for record in document["instances"].values()
+                    for due in ((record["pending"] or {}).get("due"), record["crash_at"])
+                    if due is not None
+                ]
+                self._next_due = min(dues, default=None)
+                self._dues_changed = False
         self._deliver(document)
 
     @contextmanager
@@ -314,8 +323,9 @@ class FakeDriver(Driver):
         with self._transaction() as document:
             record = self._find(document, instance.id)
             # Another process may have changed the instance since the core checked it.
-            current = self._reading(record)
-            check_operation(record["name"], operation, current.power_state, current.transition)
+            check_operation(
+                record["name"], operation, *self.native_states.lookup(record["state"], record["reason"])
+            )
             yield document, record, self._tracker.in_flight(record["id"]) or operation
 
     def _call(self, target: str) -> None:
@@ -354,13 +364,16 @@ class FakeDriver(Driver):
         cause: Operation | None,
         kind: EventKind | None = None,
     ) -> None:
-        before = self._reading(record)
+        lookup = self.native_states.lookup
+        before = lookup(record["state"], record["reason"])
+        if record["pending"] is not None or record["crash_at"] is not None:
+            self._dues_changed = True
         record["state"], record["reason"] = str(state), reason
         if state not in _RUNNING_STATES:
             record["crash_at"] = None
         if state not in (_S.SHUTTING_DOWN, _S.REBOOTING):
             record["pending"] = None
-        kind = kind or change_kind(before, self._reading(record))
+        kind = kind or state_change_kind(before, lookup(record["state"], reason))
         if kind is not None:
             self._append_event(document, record, kind, cause)
 
@@ -392,7 +405,9 @@ class FakeDriver(Driver):
             fresh = events[start:]
             if fresh:
                 self._delivered = fresh[-1]["seq"]
-                self._outbox.extend(fresh)
+                # Nobody listens: nothing to build. A subscriber starts from the present.
+                if self._hub.has_listeners:
+                    self._outbox.extend(fresh)
             if self._draining or not self._outbox:
                 return
             self._draining = True
@@ -421,12 +436,14 @@ class FakeDriver(Driver):
         self._publish(EventKind(event["kind"]), reading, caused_by=cause)
 
     def _plan(self, record: dict[str, Any], action: str, cause: Operation | None) -> None:
+        self._dues_changed = True
         due = time.time() + self._settings.guest_delay
         record["pending"] = {"action": action, "due": due, "cause": str(cause) if cause else None}
         self._schedule(due)
 
     def _arm_crash(self, record: dict[str, Any]) -> None:
         if record["name"] in self._settings.crash or record["id"] in self._settings.crash:
+            self._dues_changed = True
             record["crash_at"] = time.time() + self._settings.crash_after
             self._schedule(record["crash_at"])
 

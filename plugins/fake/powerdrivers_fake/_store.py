@@ -63,8 +63,19 @@ class MemoryStore(Store):
     @contextmanager
     def transaction(self) -> Iterator[Document]:
         with self._lock:
-            working = _copy(self._document)
-            yield working
+            # The event log only grows within a transaction, so it is shared rather
+            # than copied, and undone by truncation; the records are copied.
+            events = self._document["events"]
+            logged = len(events)
+            working = {
+                **self._document,
+                "instances": {key: dict(record) for key, record in self._document["instances"].items()},
+            }
+            try:
+                yield working
+            except BaseException:
+                del events[logged:]
+                raise
             _trim(working)
             self._document = working
 
