@@ -13,8 +13,12 @@ a bogus instance id raises ``InstanceNotFound``; operations the table
 forbids raise ``InvalidStateTransition`` and change nothing; graceful
 shutdown reports an outcome; events arrive for state changes and are marked
 when the driver caused them; and no untyped exception escapes.
+
+:class:`EventRecorder` is the listener the kit uses; driver authors may use
+it in their own tests.
 """
 
+from powerdrivers.conformance._recorder import EventRecorder
 from powerdrivers.conformance._settings import KitSettings
 
-__all__ = ["KitSettings"]
+__all__ = ["EventRecorder", "KitSettings"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC
@@ -14,7 +12,6 @@ import pytest
 from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
 from powerdrivers._driver import Driver
 from powerdrivers._event_kinds import EventKind
-from powerdrivers._events import Event
 from powerdrivers._exceptions import InstanceNotFound, InvalidStateTransition, UnsupportedOperation
 from powerdrivers._operations import Operation, rule_for
 from powerdrivers._outcomes import OperationResult, Outcome
@@ -22,6 +19,7 @@ from powerdrivers._reading import InstanceReading
 from powerdrivers._states import PowerState, Transition
 from powerdrivers._version import is_compatible
 from powerdrivers.conformance._harness import bring_to, guarded
+from powerdrivers.conformance._recorder import EventRecorder
 from powerdrivers.conformance._settings import KitSettings
 
 _BOGUS = "powerdrivers-kit-no-such-instance-" + uuid.uuid4().hex
@@ -201,44 +199,19 @@ def test_graceful_shutdown_reports_an_outcome(
     assert isinstance(again, OperationResult) and again.outcome is Outcome.ALREADY_OFF
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.seen: list[Event] = []
-        self._arrived = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._arrived:
-            self.seen.append(event)
-            self._arrived.notify_all()
-
-    def wait(self, instance: str, state: PowerState, timeout: float) -> Event:
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while True:
-                for event in self.seen:
-                    if event.instance_id == instance and event.power_state is state:
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    kinds = [(e.kind.value, e.name) for e in self.seen]
-                    pytest.fail(
-                        f"no event saying {instance!r} is {state.value} within {timeout} s; saw {kinds}"
-                    )
-                self._arrived.wait(remaining)
-
-
 def test_events_follow_state_changes_and_name_their_cause(
     kit_driver: Driver, kit_settings: KitSettings, instance: str
 ) -> None:
     """Stopping and starting produce events, attributed to the operation that caused them."""
     bring_to(kit_driver, instance, PowerState.RUNNING, kit_settings.timeout_s)
-    events = _Events()
+    events = EventRecorder()
+    timeout = kit_settings.event_timeout_s
     with guarded("subscribe", kit_driver.subscribe, events):
         _perform(kit_driver, Operation.POWER_OFF, instance, kit_settings)
-        stopped = events.wait(instance, PowerState.SHUTOFF, kit_settings.event_timeout_s)
-        events.seen.clear()
+        stopped = events.wait_for_event(instance_id=instance, power_state=PowerState.SHUTOFF, timeout=timeout)
+        events.clear()
         _perform(kit_driver, Operation.START, instance, kit_settings)
-        started = events.wait(instance, PowerState.RUNNING, kit_settings.event_timeout_s)
+        started = events.wait_for_event(instance_id=instance, power_state=PowerState.RUNNING, timeout=timeout)
     assert stopped.kind is EventKind.STOPPED and stopped.caused_by_operation is Operation.POWER_OFF, stopped
     assert started.caused_by_operation is Operation.START, started
     assert started.kind in rule_for(Operation.START).events, started

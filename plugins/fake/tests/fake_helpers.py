@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from powerdrivers import (
     PowerState,
     Subscription,
 )
+from powerdrivers.conformance import EventRecorder
 
 #: Canonical states the fake can report, derived from its native-state table.
 REACHABLE_STATES: tuple[PowerState, ...] = tuple(
@@ -49,22 +49,8 @@ def load_fake(uri: str | None = None, **options: Any) -> FakeDriver:
     return driver
 
 
-class EventLog:
-    """A thread-safe listener that records every event it receives."""
-
-    def __init__(self) -> None:
-        self._events: list[Event] = []
-        self._condition = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._condition:
-            self._events.append(event)
-            self._condition.notify_all()
-
-    @property
-    def events(self) -> list[Event]:
-        with self._condition:
-            return list(self._events)
+class EventLog(EventRecorder):
+    """The core's recording listener, with views by instance."""
 
     def about(self, instance_id: str) -> list[Event]:
         return [event for event in self.events if event.instance_id == instance_id]
@@ -73,20 +59,9 @@ class EventLog:
         events = self.events if instance_id is None else self.about(instance_id)
         return [event.kind for event in events]
 
-    def clear(self) -> None:
-        with self._condition:
-            self._events.clear()
-
     def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 5.0) -> list[Event]:
         """Wait until ``predicate(events)`` holds; fail the test if it does not within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            while not predicate(self._events):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"events never matched within {timeout} s: {self._events}")
-                self._condition.wait(remaining)
-            return list(self._events)
+        return self.wait_until(predicate, timeout)
 
 
 def subscribe_settled(driver: FakeDriver, listener: Callable[[Event], None]) -> Subscription:

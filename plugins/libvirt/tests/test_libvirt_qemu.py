@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from libvirt_support.smoke_guest import wait_for_marker
 import powerdrivers
 from powerdrivers import (
     Driver,
-    Event,
     EventKind,
     HypervisorConnectionError,
     InstanceSpec,
@@ -32,39 +30,13 @@ from powerdrivers import (
     Outcome,
     PowerState,
 )
+from powerdrivers.conformance import EventRecorder
 
 BOOT_TIMEOUT = 60.0
 
 
 def _name() -> str:
     return f"pdtest-{uuid.uuid4().hex[:8]}"
-
-
-class Recorder:
-    """Collects events and waits for one that matches."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def wait_for(self, kind: EventKind, name: str | None = None, timeout: float = 30.0) -> Event:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for event in self.events:
-                    if event.kind is kind and (name is None or event.name == name):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"no {kind.value} event for {name} within {timeout} s: {self.events}"
-                    )
-                self._changed.wait(remaining)
 
 
 @pytest.fixture
@@ -132,10 +104,10 @@ def test_vcpu_stats_of_a_real_guest(qemu: Driver) -> None:
 
 def test_a_real_linux_guest_shuts_down_gracefully(qemu: Driver, linux_guest: tuple[str, Path]) -> None:
     name, _ = linux_guest
-    recorder = Recorder()
+    recorder = EventRecorder()
     with qemu.subscribe(recorder):
         result = qemu.shutdown(name, timeout=30, retry_interval=5)
-        stopped = recorder.wait_for(EventKind.STOPPED, name)
+        stopped = recorder.wait_for_event(kind=EventKind.STOPPED, name=name)
     assert result.outcome is Outcome.GRACEFUL
     assert result.elapsed_s < 10
     assert (result.reading.power_state, result.reading.native_reason) == (PowerState.SHUTOFF, "shutdown")
@@ -148,10 +120,10 @@ def test_a_real_linux_guest_honours_a_soft_reboot(
 ) -> None:
     name, console = linux_guest
     offset = console.stat().st_size
-    recorder = Recorder()
+    recorder = EventRecorder()
     with qemu.subscribe(recorder):
         result = qemu.reboot(name, timeout=30)
-        rebooted = recorder.wait_for(EventKind.REBOOTED, name)
+        rebooted = recorder.wait_for_event(kind=EventKind.REBOOTED, name=name)
     assert result.outcome is Outcome.GRACEFUL
     assert rebooted.caused_by_operation is Operation.REBOOT
     # The guest really came back: it boots to the ready marker again.
@@ -174,7 +146,7 @@ def test_libvirtd_going_away_and_coming_back(qemu: Driver, libvirtd: LibvirtdHar
     )
     name = _name()
     qemu.spawn(InstanceSpec(name, memory_mib=64))
-    recorder = Recorder()
+    recorder = EventRecorder()
     with qemu.subscribe(recorder):
         libvirtd.kill_libvirtd()
         with pytest.raises(HypervisorConnectionError):
@@ -182,10 +154,10 @@ def test_libvirtd_going_away_and_coming_back(qemu: Driver, libvirtd: LibvirtdHar
         libvirtd.start_libvirtd()
         # The next call reconnects, with bounded backoff.
         assert qemu.get_instance(name).power_state is PowerState.RUNNING
-        recorder.wait_for(EventKind.RESYNC, timeout=10)
+        recorder.wait_for_event(kind=EventKind.RESYNC, timeout=10)
         # Event callbacks were registered again on the new connection.
         qemu.pause(name)
-        paused = recorder.wait_for(EventKind.PAUSED, name, timeout=10)
+        paused = recorder.wait_for_event(kind=EventKind.PAUSED, name=name, timeout=10)
     assert paused.caused_by_operation is Operation.PAUSE
     # The domain's QEMU process survived the daemon's restart.
     assert qemu.unpause(name).power_state is PowerState.RUNNING

@@ -8,7 +8,6 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ import powerdrivers
 from powerdrivers import (
     AuthenticationError,
     Driver,
-    Event,
     EventKind,
     HypervisorConnectionError,
     InstanceNotFound,
@@ -39,6 +37,7 @@ from powerdrivers import (
     Secret,
     Transition,
 )
+from powerdrivers.conformance import EventRecorder
 
 INSTANCES = {"web-01", "db-01", "legacy-01", "build-01", "batch-01", "archive-01"}
 
@@ -53,31 +52,6 @@ def connect(sim: XapiSimulator, **options: object) -> Driver:
 def xen(sim: XapiSimulator) -> Iterator[Driver]:
     with connect(sim) as driver:
         yield driver
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._arrived = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._arrived:
-            self.events.append(event)
-            self._arrived.notify_all()
-
-    def wait_for(self, kind: EventKind, name: str | None = None, timeout: float = 10.0) -> Event:
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while True:
-                for event in self.events:
-                    if event.kind is kind and (name is None or event.name == name):
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"no {kind.value} for {name}: {[(e.kind, e.name) for e in self.events]}"
-                    )
-                self._arrived.wait(remaining)
 
 
 def test_listing_is_instances_only_with_uuid_ids_and_mapped_states(xen: Driver) -> None:
@@ -104,10 +78,10 @@ def test_instances_by_uuid_or_name_label_and_never_templates(xen: Driver, sim: X
 
 
 def test_graceful_shutdown_completes_on_the_event(xen: Driver) -> None:
-    recorder = Recorder()
+    recorder = EventRecorder()
     with xen.subscribe(recorder):
         result = xen.shutdown("web-01", timeout=10, retry_interval=5)
-        recorder.wait_for(EventKind.STOPPED, "web-01")
+        recorder.wait_for_event(kind=EventKind.STOPPED, name="web-01")
     assert result.outcome is Outcome.GRACEFUL and result.elapsed_s < 2
     shutting = [e for e in recorder.events if e.transition is Transition.SHUTTING_DOWN]
     assert shutting and shutting[0].native_reason == "clean_shutdown"
@@ -128,11 +102,11 @@ def test_without_force_it_times_out_and_keeps_running(xen: Driver) -> None:
 
 
 def test_soft_reboot_is_verified_and_falls_back_to_hard(xen: Driver) -> None:
-    recorder = Recorder()
+    recorder = EventRecorder()
     with xen.subscribe(recorder):
         graceful = xen.reboot("web-01", timeout=10)
         forced = xen.reboot("legacy-01", timeout=0.5)
-        rebooted = recorder.wait_for(EventKind.REBOOTED, "web-01")
+        rebooted = recorder.wait_for_event(kind=EventKind.REBOOTED, name="web-01")
     assert graceful.outcome is Outcome.GRACEFUL and rebooted.caused_by_operation is Operation.REBOOT
     assert forced.outcome is Outcome.FORCED and forced.reading.power_state is PowerState.RUNNING
     assert xen.reboot("db-01", hard=True).outcome is Outcome.FORCED
@@ -156,14 +130,14 @@ def test_vcpu_statistics_from_the_published_data_sources(xen: Driver) -> None:
 
 
 def test_events_name_our_operations_and_not_other_clients(xen: Driver, sim: XapiSimulator) -> None:
-    recorder = Recorder()
+    recorder = EventRecorder()
     other = XenAPI.Session(sim.url)
     other.xenapi.login_with_password(DEFAULT_USERNAME, DEFAULT_PASSWORD, "2.0", "another-client")
     with xen.subscribe(recorder):
         xen.pause("web-01")
-        paused = recorder.wait_for(EventKind.PAUSED, "web-01")
+        paused = recorder.wait_for_event(kind=EventKind.PAUSED, name="web-01")
         other.xenapi.VM.pause(other.xenapi.VM.get_by_uuid(stable_uuid("db-01")))
-        theirs = recorder.wait_for(EventKind.PAUSED, "db-01")
+        theirs = recorder.wait_for_event(kind=EventKind.PAUSED, name="db-01")
     assert paused.caused_by_operation is Operation.PAUSE
     assert theirs.caused_by_operation is None
 
@@ -244,12 +218,12 @@ def test_a_server_that_stops_answering_gives_a_timeout_within_the_bound(sim: Xap
 
 
 def test_events_resync_after_the_server_restarts(xen: Driver, sim: XapiSimulator) -> None:
-    recorder = Recorder()
+    recorder = EventRecorder()
     with xen.subscribe(recorder):
         sim.restart()
-        recorder.wait_for(EventKind.RESYNC, timeout=15)
+        recorder.wait_for_event(kind=EventKind.RESYNC, timeout=15)
         xen.pause("web-01")
-        paused = recorder.wait_for(EventKind.PAUSED, "web-01")
+        paused = recorder.wait_for_event(kind=EventKind.PAUSED, name="web-01")
     assert paused.caused_by_operation is Operation.PAUSE
 
 

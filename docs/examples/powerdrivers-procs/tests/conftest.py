@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from powerdrivers_procs._proc import Child, live_processes, read_stat, reap
 
 import powerdrivers
 from powerdrivers import Event, EventKind
+from powerdrivers.conformance import EventRecorder
 
 #: The instances every test directory defines.
 INSTANCES = {
@@ -84,31 +84,12 @@ def driver(home: Path) -> Iterator[ProcessDriver]:
         yield loaded
 
 
-class EventLog:
-    """A listener that records events and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self._arrived = threading.Condition()
-
-    def __call__(self, event: Event) -> None:
-        with self._arrived:
-            self.events.append(event)
-            self._arrived.notify_all()
+class EventLog(EventRecorder):
+    """The core's recording listener, waited on by instance name and kind."""
 
     def wait(self, name: str, kind: EventKind, timeout_s: float = 5.0) -> Event:
         """Return the first event of ``kind`` about ``name``, waiting up to ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        with self._arrived:
-            while True:
-                for event in self.events:
-                    if event.name == name and event.kind is kind:
-                        return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    seen = [(e.kind.value, e.name) for e in self.events]
-                    pytest.fail(f"no {kind.value} event for {name} within {timeout_s} s; saw {seen}")
-                self._arrived.wait(remaining)
+        return self.wait_for_event(kind=kind, name=name, timeout=timeout_s)
 
 
 @pytest.fixture
