@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 import logging
 import threading
 import time
@@ -91,7 +90,10 @@ class Driver(abc.ABC):
     def list_instances(self) -> list[InstanceReading]:
         """Read every instance, in as few hypervisor round trips as the API allows."""
         self._check_open()
-        return [self._with_own_transition(reading) for reading in self._read_all()]
+        readings = self._read_all()
+        if not self._tracker.any_in_flight():
+            return list(readings)
+        return [self._with_own_transition(reading) for reading in readings]
 
     def get_instance(self, ref: str) -> InstanceReading:
         """Read one instance by id or name; raises ``InstanceNotFound``."""
@@ -449,7 +451,7 @@ class Driver(abc.ABC):
         operation = self._tracker.in_flight(reading.id) or self._tracker.in_flight(reading.name)
         if operation is None:
             return reading
-        return dataclasses.replace(reading, transition=rule_for(operation).transition)
+        return reading._replace(transition=rule_for(operation).transition)
 
     def _require(self, operation: Operation) -> None:
         self._require_capability(Capability.for_operation(operation), operation.value)

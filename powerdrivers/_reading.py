@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from powerdrivers._states import PowerState, Transition
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceReading:
+class InstanceReading(NamedTuple):
     """What the hypervisor said about one instance at ``observed_at``.
 
     ``power_state`` and ``transition`` are canonical; ``native_state`` and
     ``native_reason`` are the hypervisor's own values, always kept, so that
     nothing is lost by mapping (libvirt's ``shutdown``/``user``, XenAPI's
-    ``Halted``...). ``observed_at`` is timezone-aware UTC.
+    ``Halted``...). ``observed_at`` is timezone-aware UTC. Immutable; a
+    named tuple because listings build thousands of them.
     """
 
     id: str

@@ -117,6 +117,11 @@ class OperationTracker:
                     if entry.until is not None:
                         entry.owed.clear()
 
+    def any_in_flight(self) -> bool:
+        """Whether any operation runs on any instance (a cheap check before per-instance ones)."""
+        with self._lock:
+            return any(entry.until is None for entries in self._entries.values() for entry in entries)
+
     def in_flight(self, instance_id: str) -> Operation | None:
         """Return the newest operation running on ``instance_id``, if any."""
         with self._lock:

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 import libvirt
@@ -38,6 +39,7 @@ from powerdrivers_libvirt._xml import domain_xml
 _LOG = logging.getLogger("powerdrivers.libvirt")
 _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
+_MAYBE_SAVED = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
 _OPTIONS = {
     "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
     "poll_interval",
@@ -181,16 +183,28 @@ class LibvirtDriver(Driver):
     def _read_all(self) -> list[InstanceReading]:
         def work(conn: libvirt.virConnect) -> list[InstanceReading]:
             records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+            observed_at = datetime.now(UTC)
+            # One reading per distinct (state, reason), then copied per domain: a listing
+            # of thousands of domains has a handful of distinct states.
+            templates: dict[tuple[int, int, bool], InstanceReading] = {}
             managed: set[str] = set()
-            if any(stats.get("state.state") == _SHUTOFF for _, stats in records):
+            # Only a domain shut off by a save (or whose reason libvirt forgot across a
+            # daemon restart) can have a managed-save image: ask only then.
+            if any(
+                stats.get("state.state") == _SHUTOFF and stats.get("state.reason") in _MAYBE_SAVED
+                for _, stats in records
+            ):
                 flags = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
                 managed = {domain.UUIDString() for domain in conn.listAllDomains(flags)}
-            return [
-                self._reading(
-                    domain, stats["state.state"], stats["state.reason"], domain.UUIDString() in managed
-                )
-                for domain, stats in records
-            ]
+            readings = []
+            for domain, stats in records:
+                domain_id = domain.UUIDString()
+                key = (stats["state.state"], stats["state.reason"], domain_id in managed)
+                template = templates.get(key)
+                if template is None:
+                    template = templates[key] = self._reading_of(*key, observed_at)
+                readings.append(template._replace(id=domain_id, name=domain.name()))
+            return readings
 
         return self._call(work)
 
@@ -220,10 +234,17 @@ class LibvirtDriver(Driver):
     def _reading(
         self, domain: libvirt.virDomain, state: int, reason: int, managed_save: bool
     ) -> InstanceReading:
+        return self._reading_of(state, reason, managed_save)._replace(
+            id=domain.UUIDString(), name=domain.name()
+        )
+
+    def _reading_of(
+        self, state: int, reason: int, managed_save: bool, observed_at: datetime | None = None
+    ) -> InstanceReading:
         state_name, reason_name = native_names(state, reason)
         if managed_save:
             reason_name = MANAGED_SAVE
-        return self.native_states.reading(domain.UUIDString(), domain.name(), state_name, reason_name)
+        return self.native_states.reading("", "", state_name, reason_name, observed_at=observed_at)
 
     # -- operations -------------------------------------------------------------
 
