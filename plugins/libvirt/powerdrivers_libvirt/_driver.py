@@ -203,7 +203,8 @@ class LibvirtDriver(Driver):
                 template = templates.get(key)
                 if template is None:
                     template = templates[key] = self._reading_of(*key, observed_at)
-                readings.append(template._replace(id=domain_id, name=domain.name()))
+                # Positional, as tuple.__new__ would take it: this loop runs once per domain.
+                readings.append(InstanceReading(domain_id, domain.name(), *template[2:]))
             return readings
 
         return self._call(work)
