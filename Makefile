@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export PIP_NO_INPUT := 1
 
-.PHONY: run test system-deps lint typecheck unit docs clean
+.PHONY: run test system-deps lint typecheck unit docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ docs: $(VENV)/.test-installed
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 test: system-deps lint typecheck unit docs
+
+# The benchmark suite (tests/benchmarks, never part of `make test`): a few minutes; the
+# results table goes to docs/performance-results.inc, shown by docs/performance.rst.
+bench: $(VENV)/.test-installed
+	bash .ci/system-deps.sh
+	$(BIN)/python tests/benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .cache docs/_build .coverage .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""3 and 5. The fake driver, as CI suites use it: event latency and state transitions per second."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from benchkit import median, ms, paired, record, record_latency
+
+import powerdrivers
+from powerdrivers import Driver, Event, EventKind
+
+EVENT_ROUNDS = 2000
+TRANSITION_ROUNDS = 15
+#: Transitions per round (pause and unpause, alternately).
+BATCH = 2000
+TARGET_EVENT_P99_MS = 1.0
+TARGET_RATE = 50_000.0
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest) -> Iterator[Driver]:
+    """The fake driver, loaded by name, in memory, with generated instances (4 unless parametrised)."""
+    count = getattr(request, "param", 4)
+    with powerdrivers.load_driver("fake", seed="empty", instances=count) as loaded:
+        yield loaded
+
+
+def _running(driver: Driver) -> str:
+    return next(reading.name for reading in driver.list_instances() if reading.power_state.value == "running")
+
+
+@pytest.mark.benchmark(group="3 event latency")
+def bench_fake_event_latency(benchmark: Any, fake: Driver) -> None:
+    """From pause()/unpause() returning to the listener's call."""
+    name = _running(fake)
+    heard = threading.Event()
+    heard_at: list[float] = []
+    returned_at: list[float] = []
+    latencies: list[float] = []
+
+    def listener(event: Event) -> None:
+        now = time.perf_counter()
+        if event.name == name and event.kind in (EventKind.PAUSED, EventKind.UNPAUSED):
+            heard_at.append(now)
+            heard.set()
+
+    def operate() -> None:
+        if len(returned_at) % 2 == 0:
+            fake.pause(name)
+        else:
+            fake.unpause(name)
+        returned_at.append(time.perf_counter())
+
+    def prepare() -> None:
+        heard.clear()
+        heard_at.clear()
+
+    def collect() -> None:
+        assert heard.wait(1.0), "no lifecycle event within 1 s"
+        latencies.append(heard_at[0] - returned_at[-1])
+
+    with fake.subscribe(listener):
+        paired(
+            benchmark,
+            operate,
+            {},
+            rounds=EVENT_ROUNDS,
+            prepare=prepare,
+            after=collect,
+            warmup=False,
+            collect=False,
+        )
+    record_latency(benchmark, "3/b", "fake (in memory, pause/unpause)", latencies, TARGET_EVENT_P99_MS)
+
+
+@pytest.mark.benchmark(group="5 fake transitions")
+@pytest.mark.parametrize("fake", [4, 100], ids=["4-instances", "100-instances"], indirect=True)
+def bench_fake_transitions_per_second(benchmark: Any, fake: Driver) -> None:
+    """Alternate pause() and unpause() on one instance, with no listener subscribed."""
+    name = _running(fake)
+    count = len(fake.list_instances())
+
+    def transitions() -> None:
+        for _ in range(BATCH // 2):
+            fake.pause(name)
+            fake.unpause(name)
+
+    rounds = paired(benchmark, transitions, {}, rounds=TRANSITION_ROUNDS)
+    rate = BATCH / median(rounds.subject)
+    record(
+        benchmark,
+        f"5/{count:04d}",
+        f"fake driver transitions per second (pause/unpause, in memory, {count} instances, no listener)",
+        rate,
+        "/s",
+        target=(">=", TARGET_RATE),
+        detail=(
+            f"{ms(median(rounds.subject) / BATCH)} per transition; {BATCH:,} transitions a round, "
+            f"{len(rounds.subject)} rounds"
+        ),
+        raw={
+            "instances": count,
+            "batch": BATCH,
+            "median_round_s": median(rounds.subject),
+            "rounds": len(rounds.subject),
+        },
+    )

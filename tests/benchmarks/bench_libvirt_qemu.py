@@ -1,0 +1,259 @@
+"""2 and 3. The libvirt driver on a real QEMU Linux guest: event latency and graceful shutdown.
+
+The guest is the test suite's (Debian's cloud kernel with a busybox initramfs whose acpid powers
+it off on the ACPI button), spawned through the driver on ``qemu:///system`` with
+``domain_type=qemu`` (TCG). A raw libvirt-python lifecycle callback on a connection of its own
+tells when libvirt reported the domain off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+from benchkit import FACTS, QEMU_URI, median, ms, note_libvirt_versions, paired, record, record_latency
+from libvirt_support.guest_image import READY_MARKER, GuestImage
+from libvirt_support.libvirtd import LibvirtdHarness
+from libvirt_support.smoke_guest import wait_for_marker
+from powerdrivers_libvirt import LibvirtDriver
+from powerdrivers_libvirt._eventloop import ensure_event_loop
+
+import powerdrivers
+from powerdrivers import Event, EventKind, InstanceSpec, Outcome, PowerDriversError, PowerState
+
+BOOT_TIMEOUT = 60.0
+SHUTDOWN_ROUNDS = 5
+EVENT_ROUNDS = 200
+TARGET_SHUTDOWN_MS = 50.0
+TARGET_EVENT_P99_MS = 20.0
+POLL_INTERVAL_S = 1.0
+
+
+@dataclass
+class Guest:
+    """The running benchmark guest."""
+
+    name: str
+    console: Path
+
+
+class LifecycleWatch:
+    """A raw libvirt-python lifecycle callback for one domain, on a connection of its own."""
+
+    def __init__(self, name: str) -> None:
+        ensure_event_loop()
+        self.name = name
+        self.conn = libvirt.open(QEMU_URI)
+        self._changed = threading.Condition()
+        self._stopped_at: float | None = None
+        self._callback = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
+        )
+
+    def _on_event(self, _conn: Any, domain: Any, event: int, _detail: int, _opaque: object) -> None:
+        now = time.perf_counter()
+        if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and domain.name() == self.name:
+            with self._changed:
+                self._stopped_at = now
+                self._changed.notify_all()
+
+    def arm(self) -> None:
+        """Forget the last STOPPED event."""
+        with self._changed:
+            self._stopped_at = None
+
+    def stopped_at(self, timeout: float = 10.0) -> float:
+        """When (``perf_counter``) libvirt reported the domain stopped; waits up to ``timeout``."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._stopped_at is not None, timeout):
+                raise AssertionError(f"no STOPPED lifecycle event for {self.name} within {timeout} s")
+            assert self._stopped_at is not None
+            return self._stopped_at
+
+    def close(self) -> None:
+        """Deregister and close."""
+        with suppress(libvirt.libvirtError):
+            self.conn.domainEventDeregisterAny(self._callback)
+        self.conn.close()
+
+
+@pytest.fixture(scope="module")
+def qemu(libvirtd: LibvirtdHarness) -> Iterator[LibvirtDriver]:
+    """The libvirt driver on qemu:///system, loaded by name."""
+    with powerdrivers.load_driver("libvirt", QEMU_URI, domain_type="qemu") as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        note_libvirt_versions(loaded._connection(), "libvirtd")
+        FACTS["QEMU guest"] = "TCG (domain_type=qemu), 1 VCPU, 256 MiB, direct kernel boot"
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def guest(
+    qemu: LibvirtDriver, guest_image: GuestImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Guest]:
+    """The real Linux guest, spawned through the driver, booted to its READY marker; deleted after."""
+    folder = tmp_path_factory.mktemp("guest")
+    folder.chmod(0o755)
+    console = folder / "console.log"
+    name = f"pdbench-{uuid.uuid4().hex[:8]}"
+    spec = InstanceSpec(
+        name,
+        vcpus=1,
+        memory_mib=256,
+        kernel=guest_image.kernel,
+        initrd=guest_image.initrd,
+        cmdline=guest_image.cmdline,
+        metadata={"console_log": str(console)},
+    )
+    try:
+        qemu.spawn(spec)
+        wait_for_marker(console, READY_MARKER, 0, BOOT_TIMEOUT)
+        yield Guest(name, console)
+    finally:
+        with suppress(PowerDriversError):
+            qemu.delete(name)
+
+
+def _boot(qemu: LibvirtDriver, guest: Guest) -> None:
+    """Start the guest if it is off and wait until it handles ACPI."""
+    if qemu.get_instance(guest.name).power_state is PowerState.RUNNING:
+        return
+    offset = guest.console.stat().st_size
+    qemu.start(guest.name)
+    wait_for_marker(guest.console, READY_MARKER, offset, BOOT_TIMEOUT)
+
+
+@pytest.mark.benchmark(group="3 event latency")
+def bench_libvirt_event_latency(benchmark: Any, qemu: LibvirtDriver, guest: Guest) -> None:
+    """From pause()/unpause() returning to the listener's call, on the running guest."""
+    _boot(qemu, guest)
+    heard = threading.Event()
+    heard_at: list[float] = []
+    returned_at: list[float] = []
+    latencies: list[float] = []
+
+    def listener(event: Event) -> None:
+        now = time.perf_counter()
+        if event.name == guest.name and event.kind in (EventKind.PAUSED, EventKind.UNPAUSED):
+            heard_at.append(now)
+            heard.set()
+
+    def operate() -> None:
+        if len(returned_at) % 2 == 0:
+            qemu.pause(guest.name)
+        else:
+            qemu.unpause(guest.name)
+        returned_at.append(time.perf_counter())
+
+    def prepare() -> None:
+        heard.clear()
+        heard_at.clear()
+
+    def collect() -> None:
+        assert heard.wait(5.0), "no lifecycle event within 5 s"
+        latencies.append(heard_at[0] - returned_at[-1])
+
+    with qemu.subscribe(listener):
+        try:
+            paired(
+                benchmark,
+                operate,
+                {},
+                rounds=EVENT_ROUNDS,
+                prepare=prepare,
+                after=collect,
+                warmup=False,
+                collect=False,
+            )
+        finally:
+            if qemu.get_instance(guest.name).power_state is PowerState.PAUSED:
+                qemu.unpause(guest.name)
+    record_latency(benchmark, "3/a", "libvirt (QEMU guest, pause/unpause)", latencies, TARGET_EVENT_P99_MS)
+
+
+@pytest.mark.benchmark(group="2 graceful shutdown")
+def bench_graceful_shutdown(benchmark: Any, qemu: LibvirtDriver, guest: Guest) -> None:
+    """From libvirt's STOPPED event to shutdown() returning, beside a 1 s polling loop."""
+    watch = LifecycleWatch(guest.name)
+    returned_at: list[float] = []
+    delays: list[float] = []
+    elapsed: list[float] = []
+
+    def shutdown() -> None:
+        result = qemu.shutdown(guest.name, timeout=30, retry_interval=5)
+        returned_at.append(time.perf_counter())
+        assert result.outcome is Outcome.GRACEFUL, result
+        elapsed.append(result.elapsed_s)
+
+    def prepare() -> None:
+        _boot(qemu, guest)
+        watch.arm()
+
+    def collect() -> None:
+        delays.append(returned_at[-1] - watch.stopped_at())
+
+    def polling() -> float:
+        """What a 1 s polling loop (Nova's) adds after the event: request, then check each second."""
+        _boot(qemu, guest)
+        watch.arm()
+        domain = watch.conn.lookupByName(guest.name)
+        domain.shutdown()
+        deadline = time.perf_counter() + 30
+        while domain.state()[0] != libvirt.VIR_DOMAIN_SHUTOFF:
+            assert time.perf_counter() < deadline, "the guest did not shut down within 30 s"
+            time.sleep(POLL_INTERVAL_S)
+        return time.perf_counter() - watch.stopped_at()
+
+    try:
+        rounds = paired(
+            benchmark,
+            shutdown,
+            {"polling": polling},
+            rounds=SHUTDOWN_ROUNDS,
+            prepare=prepare,
+            after=collect,
+            warmup=False,
+        )
+    finally:
+        watch.close()
+    driver_delay = median(delays)
+    polling_delay = median(rounds.baselines["polling"])
+    raw = {
+        "driver_delay_s": driver_delay,
+        "polling_delay_s": polling_delay,
+        "shutdown_elapsed_s": median(elapsed),
+        "rounds": len(delays),
+    }
+    record(
+        benchmark,
+        "2/a",
+        "graceful shutdown of the QEMU Linux guest: STOPPED event → shutdown() returns",
+        driver_delay * 1000,
+        "ms",
+        target=("<=", TARGET_SHUTDOWN_MS),
+        detail=(
+            f"max {ms(max(delays))}; the whole shutdown() took {ms(median(elapsed))}; {len(delays)} rounds"
+        ),
+        raw=raw,
+    )
+    record(
+        benchmark,
+        "2/b",
+        "the same with a 1 s polling loop of state(): STOPPED event → loop notices",
+        polling_delay * 1000,
+        "ms",
+        detail=(
+            f"{polling_delay / driver_delay:.0f} times the driver's delay; from "
+            f"{ms(min(rounds.baselines['polling']))} to {ms(max(rounds.baselines['polling']))} "
+            f"(the loop's phase against the guest's); {len(rounds.baselines['polling'])} rounds"
+        ),
+        raw=raw,
+    )
