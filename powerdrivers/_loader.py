@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,12 +153,12 @@ def validate_driver_class(
     def fail(cause: str) -> DriverLoadError:
         return DriverLoadError(name, distribution_of(name) if distribution_of else None, cause)
 
-    if not (inspect.isclass(plugin) and issubclass(plugin, Driver)):
+    if not (isinstance(plugin, type) and issubclass(plugin, Driver)):
         qualname = getattr(plugin, "__qualname__", type(plugin).__name__)
         what = f"{getattr(plugin, '__module__', '?')}.{qualname}"
         raise fail(f"entry point gives {what}, which is not a subclass of powerdrivers.Driver")
-    if inspect.isabstract(plugin):
-        missing = ", ".join(sorted(getattr(plugin, "__abstractmethods__", ())))
+    if getattr(plugin, "__abstractmethods__", None):
+        missing = ", ".join(sorted(plugin.__abstractmethods__))
         raise fail(f"{plugin.__qualname__} does not implement {missing}")
     declared = getattr(plugin, "interface_version", None)
     if not isinstance(declared, str):

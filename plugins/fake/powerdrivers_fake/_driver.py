@@ -134,12 +134,13 @@ class FakeDriver(Driver):
     def set_cooperative(self, ref: str, cooperative: bool) -> None:
         """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
         with self._transaction() as document:
-            self._find(document, ref)["guest"] = "cooperative" if cooperative else "uncooperative"
+            record = self._writable(document, self._find(document, ref))
+            record["guest"] = "cooperative" if cooperative else "uncooperative"
 
     def crash(self, ref: str) -> InstanceReading:
         """Crash a running instance now, as a guest kernel panic would."""
         with self._transaction() as document:
-            record = self._find(document, ref)
+            record = self._writable(document, self._find(document, ref))
             check_operation(record["name"], Operation.POWER_OFF, self._reading(record).power_state, None)
             self._set_state(document, record, _S.CRASHED, "panicked", cause=None)
         return self.get_instance(record["id"])
@@ -321,7 +322,7 @@ class FakeDriver(Driver):
     ) -> Iterator[tuple[Document, dict[str, Any], Operation | None]]:
         self._call(operation)
         with self._transaction() as document:
-            record = self._find(document, instance.id)
+            record = self._writable(document, self._find(document, instance.id))
             # Another process may have changed the instance since the core checked it.
             check_operation(
                 record["name"], operation, *self.native_states.lookup(record["state"], record["reason"])
@@ -340,8 +341,14 @@ class FakeDriver(Driver):
 
     def _settle(self, document: Document) -> None:
         now = time.time()
-        for record in list(document["instances"].values()):
-            pending = record["pending"]
+        for stored in list(document["instances"].values()):
+            pending = stored["pending"]
+            crash_at = stored["crash_at"]
+            if not (
+                (pending is not None and pending["due"] <= now) or (crash_at is not None and crash_at <= now)
+            ):
+                continue
+            record = self._writable(document, stored)
             if pending is not None and pending["due"] <= now:
                 cause = Operation(pending["cause"]) if pending["cause"] else None
                 if pending["action"] == "shutdown" and record["state"] == _S.SHUTTING_DOWN:
@@ -461,11 +468,19 @@ class FakeDriver(Driver):
         self._tick()
 
     def _apply_guest_options(self, document: Document) -> None:
-        for record in document["instances"].values():
+        for stored in list(document["instances"].values()):
+            record = self._writable(document, stored)
             if record["name"] in self._settings.uncooperative or record["id"] in self._settings.uncooperative:
                 record["guest"] = "uncooperative"
             if record["state"] in _RUNNING_STATES and record["crash_at"] is None:
                 self._arm_crash(record)
+
+    @staticmethod
+    def _writable(document: Document, record: dict[str, Any]) -> dict[str, Any]:
+        """Copy a record before changing it: until then, a transaction shares it with the committed state."""
+        copy = dict(record)
+        document["instances"][copy["id"]] = copy
+        return copy
 
     def _find(self, document: Document, ref: str) -> dict[str, Any]:
         instances = document["instances"]

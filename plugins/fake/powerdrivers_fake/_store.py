@@ -64,13 +64,11 @@ class MemoryStore(Store):
     def transaction(self) -> Iterator[Document]:
         with self._lock:
             # The event log only grows within a transaction, so it is shared rather
-            # than copied, and undone by truncation; the records are copied.
+            # than copied, and undone by truncation. Records are shared too: the driver
+            # copies one before changing it, so dropping the working copy undoes that.
             events = self._document["events"]
             logged = len(events)
-            working = {
-                **self._document,
-                "instances": {key: dict(record) for key, record in self._document["instances"].items()},
-            }
+            working = {**self._document, "instances": dict(self._document["instances"])}
             try:
                 yield working
             except BaseException:

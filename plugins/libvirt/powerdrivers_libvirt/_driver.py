@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -34,11 +34,11 @@ from powerdrivers_libvirt._eventloop import ensure_event_loop
 from powerdrivers_libvirt._events import event_meaning
 from powerdrivers_libvirt._states import MANAGED_SAVE, NATIVE_STATES, native_names
 from powerdrivers_libvirt._uri import check_uri
-from powerdrivers_libvirt._xml import domain_xml
 
 _LOG = logging.getLogger("powerdrivers.libvirt")
 _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _MAYBE_SAVED = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
 _OPTIONS = {
     "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
@@ -305,6 +305,8 @@ class LibvirtDriver(Driver):
         self._on_domain(instance, "resume", _bring_up)
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
+        from powerdrivers_libvirt._xml import domain_xml  # only spawning needs an XML library
+
         xml = domain_xml(spec, self._spawn_domain_type())
 
         def work(conn: libvirt.virConnect) -> libvirt.virDomain:
@@ -490,11 +492,7 @@ def _number(options: dict[str, Any], key: str, default: float) -> Any:
 
 
 def _is_uuid(ref: str) -> bool:
-    try:
-        uuid.UUID(ref)
-    except ValueError:
-        return False
-    return True
+    return _UUID.fullmatch(ref) is not None
 
 
 def _naming_uri(error: PowerDriversError, shown_uri: str) -> PowerDriversError:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 
 import libvirt
 
 from powerdrivers import EventKind
+from powerdrivers_libvirt._states import libvirt_names
 
 #: Lifecycle event type constant -> the prefix of its detail constants.
 EVENT_TYPES = (
@@ -69,23 +71,27 @@ EVENT_TABLE: Mapping[tuple[str, str], tuple[EventKind, str, str] | None] = Mappi
 def detail_constants(event_type: str) -> list[str]:
     """Return the installed libvirt's detail constant names for a lifecycle event type."""
     prefix = f"VIR_DOMAIN_EVENT_{event_type}_"
-    return sorted(name for name in dir(libvirt) if name.startswith(prefix))
+    return sorted(name for name in libvirt_names() if name.startswith(prefix))
 
 
-_TYPE_NAMES = {getattr(libvirt, f"VIR_DOMAIN_EVENT_{t}"): t for t in EVENT_TYPES}
-_DETAIL_NAMES = {
-    event_type: {
-        getattr(libvirt, name): name.removeprefix(f"VIR_DOMAIN_EVENT_{event_type}_")
-        for name in detail_constants(event_type)
+@functools.cache
+def _code_names() -> tuple[dict[int, str], dict[str, dict[int, str]]]:
+    types = {getattr(libvirt, f"VIR_DOMAIN_EVENT_{t}"): t for t in EVENT_TYPES}
+    details = {
+        event_type: {
+            getattr(libvirt, name): name.removeprefix(f"VIR_DOMAIN_EVENT_{event_type}_")
+            for name in detail_constants(event_type)
+        }
+        for event_type in EVENT_TYPES
     }
-    for event_type in EVENT_TYPES
-}
+    return types, details
 
 
 def event_meaning(event: int, detail: int) -> tuple[EventKind, str, str] | str | None:
     """Return the table entry for numeric (event, detail), or a description if unknown."""
-    event_type = _TYPE_NAMES.get(event)
-    detail_name = _DETAIL_NAMES.get(event_type or "", {}).get(detail)
+    types, details = _code_names()
+    event_type = types.get(event)
+    detail_name = details.get(event_type or "", {}).get(detail)
     if event_type is None or detail_name is None:
         return f"unknown lifecycle event {event}/{detail}"
     return EVENT_TABLE[(event_type, detail_name)]

@@ -10,6 +10,7 @@ memory rather than booting, which is what SUSPENDED means.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -147,25 +148,32 @@ def _rows() -> list[NativeMapping]:
 NATIVE_STATES = NativeStateTable("libvirt", _rows())
 
 
+@functools.cache
+def libvirt_names() -> tuple[str, ...]:
+    """Return the names the installed libvirt module defines (scanned once, when first needed)."""
+    return tuple(dir(libvirt))
+
+
 def reason_constants(state_constant: str) -> list[str]:
     """Return the installed libvirt's reason constants for a state constant."""
     prefix = state_constant + "_"
-    return sorted(name for name in dir(libvirt) if name.startswith(prefix) and name not in NOT_REASONS)
+    return sorted(name for name in libvirt_names() if name.startswith(prefix) and name not in NOT_REASONS)
 
 
-def _reason_names(state_constant: str) -> dict[int, str]:
-    prefix = state_constant + "_"
-    return {
-        getattr(libvirt, name): name.removeprefix(prefix).lower() for name in reason_constants(state_constant)
+@functools.cache
+def _code_names() -> tuple[dict[int, str], dict[int, dict[int, str]]]:
+    states = {
+        getattr(libvirt, constant): name for constant, name in STATES.items() if hasattr(libvirt, constant)
     }
-
-
-_STATE_NAMES = {
-    getattr(libvirt, constant): name for constant, name in STATES.items() if hasattr(libvirt, constant)
-}
-_REASON_NAMES = {
-    getattr(libvirt, constant): _reason_names(constant) for constant in STATES if hasattr(libvirt, constant)
-}
+    reasons = {
+        getattr(libvirt, constant): {
+            getattr(libvirt, name): name.removeprefix(constant + "_").lower()
+            for name in reason_constants(constant)
+        }
+        for constant in STATES
+        if hasattr(libvirt, constant)
+    }
+    return states, reasons
 
 
 def native_names(state: int, reason: int) -> tuple[str, str]:
@@ -175,6 +183,5 @@ def native_names(state: int, reason: int) -> tuple[str, str]:
     the table does not know, so the reading is UNKNOWN with the raw values
     kept.
     """
-    state_name = _STATE_NAMES.get(state, str(state))
-    reason_name = _REASON_NAMES.get(state, {}).get(reason, str(reason))
-    return state_name, reason_name
+    states, reasons = _code_names()
+    return states.get(state, str(state)), reasons.get(state, {}).get(reason, str(reason))
