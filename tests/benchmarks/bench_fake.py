@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from benchkit import median, ms, paired, record, record_latency
+from benchkit import median, ms, paired, pause_unpause_latencies, record, record_latency
 
 import powerdrivers
-from powerdrivers import Driver, Event, EventKind
+from powerdrivers import Driver
 
 EVENT_ROUNDS = 2000
 TRANSITION_ROUNDS = 15
@@ -37,43 +35,7 @@ def _running(driver: Driver) -> str:
 def bench_fake_event_latency(benchmark: Any, fake: Driver) -> None:
     """From pause()/unpause() returning to the listener's call."""
     name = _running(fake)
-    heard = threading.Event()
-    heard_at: list[float] = []
-    returned_at: list[float] = []
-    latencies: list[float] = []
-
-    def listener(event: Event) -> None:
-        now = time.perf_counter()
-        if event.name == name and event.kind in (EventKind.PAUSED, EventKind.UNPAUSED):
-            heard_at.append(now)
-            heard.set()
-
-    def operate() -> None:
-        if len(returned_at) % 2 == 0:
-            fake.pause(name)
-        else:
-            fake.unpause(name)
-        returned_at.append(time.perf_counter())
-
-    def prepare() -> None:
-        heard.clear()
-        heard_at.clear()
-
-    def collect() -> None:
-        assert heard.wait(1.0), "no lifecycle event within 1 s"
-        latencies.append(heard_at[0] - returned_at[-1])
-
-    with fake.subscribe(listener):
-        paired(
-            benchmark,
-            operate,
-            {},
-            rounds=EVENT_ROUNDS,
-            prepare=prepare,
-            after=collect,
-            warmup=False,
-            collect=False,
-        )
+    latencies = pause_unpause_latencies(benchmark, fake, name, rounds=EVENT_ROUNDS, wait_s=1.0)
     record_latency(benchmark, "3/b", "fake (in memory, pause/unpause)", latencies, TARGET_EVENT_P99_MS)
 
 

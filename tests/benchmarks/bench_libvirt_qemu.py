@@ -19,7 +19,17 @@ from typing import Any
 
 import libvirt
 import pytest
-from benchkit import FACTS, QEMU_URI, median, ms, note_libvirt_versions, paired, record, record_latency
+from benchkit import (
+    FACTS,
+    QEMU_URI,
+    median,
+    ms,
+    note_libvirt_versions,
+    paired,
+    pause_unpause_latencies,
+    record,
+    record_latency,
+)
 from libvirt_support.guest_image import READY_MARKER, GuestImage
 from libvirt_support.libvirtd import LibvirtdHarness
 from libvirt_support.smoke_guest import wait_for_marker
@@ -27,7 +37,7 @@ from powerdrivers_libvirt import LibvirtDriver
 from powerdrivers_libvirt._eventloop import ensure_event_loop
 
 import powerdrivers
-from powerdrivers import Event, EventKind, InstanceSpec, Outcome, PowerDriversError, PowerState
+from powerdrivers import InstanceSpec, Outcome, PowerDriversError, PowerState
 
 BOOT_TIMEOUT = 60.0
 SHUTDOWN_ROUNDS = 5
@@ -135,47 +145,7 @@ def _boot(qemu: LibvirtDriver, guest: Guest) -> None:
 def bench_libvirt_event_latency(benchmark: Any, qemu: LibvirtDriver, guest: Guest) -> None:
     """From pause()/unpause() returning to the listener's call, on the running guest."""
     _boot(qemu, guest)
-    heard = threading.Event()
-    heard_at: list[float] = []
-    returned_at: list[float] = []
-    latencies: list[float] = []
-
-    def listener(event: Event) -> None:
-        now = time.perf_counter()
-        if event.name == guest.name and event.kind in (EventKind.PAUSED, EventKind.UNPAUSED):
-            heard_at.append(now)
-            heard.set()
-
-    def operate() -> None:
-        if len(returned_at) % 2 == 0:
-            qemu.pause(guest.name)
-        else:
-            qemu.unpause(guest.name)
-        returned_at.append(time.perf_counter())
-
-    def prepare() -> None:
-        heard.clear()
-        heard_at.clear()
-
-    def collect() -> None:
-        assert heard.wait(5.0), "no lifecycle event within 5 s"
-        latencies.append(heard_at[0] - returned_at[-1])
-
-    with qemu.subscribe(listener):
-        try:
-            paired(
-                benchmark,
-                operate,
-                {},
-                rounds=EVENT_ROUNDS,
-                prepare=prepare,
-                after=collect,
-                warmup=False,
-                collect=False,
-            )
-        finally:
-            if qemu.get_instance(guest.name).power_state is PowerState.PAUSED:
-                qemu.unpause(guest.name)
+    latencies = pause_unpause_latencies(benchmark, qemu, guest.name, rounds=EVENT_ROUNDS, wait_s=5.0)
     record_latency(benchmark, "3/a", "libvirt (QEMU guest, pause/unpause)", latencies, TARGET_EVENT_P99_MS)
 
 

@@ -19,6 +19,7 @@ import platform
 import shutil
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from powerdrivers import Driver, Event, EventKind, PowerState
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "plugins" / "libvirt" / "tests"))
@@ -195,6 +198,52 @@ def record_latency(benchmark: Any, key: str, what: str, latencies: list[float], 
         detail=detail,
         raw={"p50_s": p50, "p99_s": p99, "early": early, "samples": len(latencies)},
     )
+
+
+def pause_unpause_latencies(
+    benchmark: Any, driver: Driver, name: str, *, rounds: int, wait_s: float
+) -> list[float]:
+    """Alternate pause()/unpause() on ``name``; per round, seconds from the call's return to its event.
+
+    An event heard before the call returned gives a negative latency, which
+    :func:`record_latency` counts as 0.
+    """
+    heard = threading.Event()
+    heard_at: list[float] = []
+    returned_at: list[float] = []
+    latencies: list[float] = []
+
+    def listener(event: Event) -> None:
+        now = time.perf_counter()
+        if event.name == name and event.kind in (EventKind.PAUSED, EventKind.UNPAUSED):
+            heard_at.append(now)
+            heard.set()
+
+    def operate() -> None:
+        if len(returned_at) % 2 == 0:
+            driver.pause(name)
+        else:
+            driver.unpause(name)
+        returned_at.append(time.perf_counter())
+
+    def prepare() -> None:
+        heard.clear()
+        heard_at.clear()
+
+    def collect() -> None:
+        assert heard.wait(wait_s), f"no lifecycle event within {wait_s} s"
+        latencies.append(heard_at[0] - returned_at[-1])
+
+    with driver.subscribe(listener):
+        try:
+            paired(
+                benchmark, operate, {}, rounds=rounds, prepare=prepare, after=collect,
+                warmup=False, collect=False,
+            )  # fmt: skip
+        finally:
+            if driver.get_instance(name).power_state is PowerState.PAUSED:
+                driver.unpause(name)
+    return latencies
 
 
 def ms(seconds: float) -> str:
