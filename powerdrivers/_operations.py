@@ -146,7 +146,7 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
                 Transition.SUSPENDING,
                 {_S.RUNNING},
                 _S.SUSPENDED,
-                {_E.SUSPENDED, _E.STOPPED},
+                {_E.SUSPENDED},
             ),
             _rule(
                 Operation.RESUME,

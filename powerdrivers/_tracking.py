@@ -22,6 +22,8 @@ class _Entry:
     owed: set[EventKind] = field(default_factory=set)
     #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
     until: float | None = None
+    #: The thread running the operation: what it publishes meanwhile is the driver's own report.
+    thread: int = 0
 
 
 class OperationTracker:
@@ -35,7 +37,8 @@ class OperationTracker:
     still owed its kind, for up to ``grace_s`` seconds after that operation
     returned; each kind is matched once (repeated ``TRANSITION`` events
     excepted), and since a hypervisor's events arrive in order, matching one
-    to a finished operation also settles every older operation's debts.
+    of its events also settles every older operation's debts (an event the
+    driver reports itself, from the operation's own thread, does not).
     ``TRANSITION`` events are matched by the transition they show instead.
     """
 
@@ -67,7 +70,7 @@ class OperationTracker:
     ) -> object:
         """Start tracking, as :meth:`track` does; return the token :meth:`end` takes."""
         rule = rule_for(operation)
-        entry = _Entry(operation, set(rule.events))
+        entry = _Entry(operation, set(rule.events), thread=threading.get_ident())
         with self._lock:
             entries = self._live(instance_id)
             running = [e for e in entries if e.until is None]
@@ -176,10 +179,10 @@ class OperationTracker:
                 if consume:
                     if kind is not EventKind.TRANSITION:
                         entry.owed.discard(kind)
-                    # An asynchronous event for a finished operation means the stream has
-                    # moved past older ones. One published while the operation runs (by the
-                    # driver itself) says nothing about events still in the stream.
-                    if entry.until is not None:
+                    # A hypervisor's event means its stream has moved past older operations.
+                    # One the driver reports itself, on the thread running the operation,
+                    # says nothing about events still on their way.
+                    if entry.until is not None or entry.thread != threading.get_ident():
                         for older in entries[:index]:
                             older.owed.clear()
                 return entry.operation

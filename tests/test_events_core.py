@@ -132,6 +132,20 @@ class TestTracker:
             assert tracker.cause("i", EventKind.REBOOTED) is Operation.HARD_REBOOT
         assert tracker.cause("i", EventKind.PAUSED) is Operation.PAUSE
 
+    def test_a_hypervisor_event_during_an_operation_settles_older_debts(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        with tracker.track("i", Operation.HARD_REBOOT):
+            pass
+        with tracker.track("i", Operation.SUSPEND):
+            # Delivered by the hypervisor's event thread while suspend() still runs.
+            heard: list[Operation | None] = []
+            worker = threading.Thread(target=lambda: heard.append(tracker.cause("i", EventKind.SUSPENDED)))
+            worker.start()
+            worker.join()
+        assert heard == [Operation.SUSPEND]
+        # The hard reboot's stop and start never came, and never will: a later stop is not its.
+        assert tracker.cause("i", EventKind.STOPPED) is None
+
     def test_caught_up_settles_what_finished_operations_are_owed(self) -> None:
         tracker = OperationTracker(grace_s=5)
         with tracker.track("i", Operation.START):

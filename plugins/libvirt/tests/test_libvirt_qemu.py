@@ -237,3 +237,15 @@ def test_the_conformance_kit_passes_on_qemu_with_the_linux_guest(
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
     assert result.parseoutcomes()["passed"] >= 4
+
+
+def test_the_test_driver_through_libvirtd_rpc(libvirtd: LibvirtdHarness, node_uri: str) -> None:
+    remote_uri = node_uri.replace("test://", "test+unix://", 1)
+    with (
+        powerdrivers.load_driver("libvirt", remote_uri) as remote,
+        powerdrivers.load_driver("libvirt", node_uri) as local,
+    ):
+        over_rpc = {r.name: (r.power_state, r.native_state) for r in remote.list_instances()}
+        in_process = {r.name: (r.power_state, r.native_state) for r in local.list_instances()}
+        assert over_rpc == in_process and len(over_rpc) == 5
+        assert remote.pause("vm-running").power_state is PowerState.PAUSED
