@@ -80,43 +80,32 @@ def test_the_kit_passes_libvirt_on_its_test_driver(pytester: pytest.Pytester) ->
     assert result.parseoutcomes()["passed"] >= 50
 
 
-def test_a_wrong_state_after_an_operation_fails_with_the_expected_state(broken: pytest.Pytester) -> None:
-    result = run_kit(broken, "broken_drivers:WrongState")
-    result.stdout.fnmatch_lines(
-        [
-            "*pause from running should end paused, but the instance is running*",
-            "*FAILED*test_declared_operation_follows_the_table?pause-running?*",
-        ],
-        consecutive=False,
-    )
-    assert result.ret == 1
-
-
-def test_an_unmapped_native_value_fails_naming_it(broken: pytest.Pytester) -> None:
-    result = run_kit(broken, "broken_drivers:Unmapped")
-    result.stdout.fnmatch_lines(
-        ["*native state 'mystery'*is not in the driver's native-state table*",
-         "*FAILED*test_every_reading_carries_canonical_and_native_values*"],
-        consecutive=False,
-    )  # fmt: skip
-    assert result.ret == 1
-
-
-def test_not_implemented_error_for_an_undeclared_capability_fails(broken: pytest.Pytester) -> None:
-    result = run_kit(broken, "broken_drivers:NotImplementedSuspend")
-    result.stdout.fnmatch_lines(
-        ["*raised NotImplementedError*must raise powerdrivers.UnsupportedOperation*",
-         "*FAILED*test_an_undeclared_capability_is_unsupported?suspend?*"],
-        consecutive=False,
-    )  # fmt: skip
-    assert result.ret == 1
-
-
-def test_a_raw_library_exception_escaping_fails(broken: pytest.Pytester) -> None:
-    result = run_kit(broken, "broken_drivers:RawError")
-    result.stdout.fnmatch_lines(
-        ["*let an untyped builtins.OSError escape: socket closed*", "*FAILED*"], consecutive=False
-    )
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [
+        (
+            "WrongState",
+            ["*pause from running should end paused, but the instance is running*",
+             "*FAILED*test_declared_operation_follows_the_table?pause-running?*"],
+        ),
+        (
+            "Unmapped",
+            ["*native state 'mystery'*is not in the driver's native-state table*",
+             "*FAILED*test_every_reading_carries_canonical_and_native_values*"],
+        ),
+        (
+            "NotImplementedSuspend",
+            ["*raised NotImplementedError*must raise powerdrivers.UnsupportedOperation*",
+             "*FAILED*test_an_undeclared_capability_is_unsupported?suspend?*"],
+        ),
+        ("RawError", ["*let an untyped builtins.OSError escape: socket closed*", "*FAILED*"]),
+    ],
+)  # fmt: skip
+def test_a_broken_driver_fails_the_right_check_saying_why(
+    broken: pytest.Pytester, driver: str, expected: list[str]
+) -> None:
+    result = run_kit(broken, f"broken_drivers:{driver}")
+    result.stdout.fnmatch_lines(expected, consecutive=False)
     assert result.ret == 1
 
 

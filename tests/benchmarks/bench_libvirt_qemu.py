@@ -33,11 +33,12 @@ from benchkit import (
 from libvirt_support.guest_image import READY_MARKER, GuestImage
 from libvirt_support.libvirtd import LibvirtdHarness
 from libvirt_support.smoke_guest import wait_for_marker
+from libvirt_support.specs import linux_guest_spec
 from powerdrivers_libvirt import LibvirtDriver
 from powerdrivers_libvirt._eventloop import ensure_event_loop
 
 import powerdrivers
-from powerdrivers import InstanceSpec, Outcome, PowerDriversError, PowerState
+from powerdrivers import Outcome, PowerDriversError, PowerState
 
 BOOT_TIMEOUT = 60.0
 SHUTDOWN_ROUNDS = 5
@@ -114,15 +115,7 @@ def guest(
     folder.chmod(0o755)
     console = folder / "console.log"
     name = f"pdbench-{uuid.uuid4().hex[:8]}"
-    spec = InstanceSpec(
-        name,
-        vcpus=1,
-        memory_mib=256,
-        kernel=guest_image.kernel,
-        initrd=guest_image.initrd,
-        cmdline=guest_image.cmdline,
-        metadata={"console_log": str(console)},
-    )
+    spec = linux_guest_spec(guest_image, name, console)
     try:
         qemu.spawn(spec)
         wait_for_marker(console, READY_MARKER, 0, BOOT_TIMEOUT)

@@ -19,6 +19,7 @@ import pytest
 from libvirt_support.guest_image import READY_MARKER, GuestImage
 from libvirt_support.libvirtd import LibvirtdHarness
 from libvirt_support.smoke_guest import wait_for_marker
+from libvirt_support.specs import linux_guest_spec
 
 import powerdrivers
 from powerdrivers import (
@@ -44,15 +45,7 @@ def linux_guest(qemu: Driver, guest_image: GuestImage, tmp_path: Path) -> Iterat
     """A running real Linux guest that has booted to the point of handling ACPI."""
     console = tmp_path / "console.log"
     name = _name()
-    spec = InstanceSpec(
-        name,
-        vcpus=1,
-        memory_mib=256,
-        kernel=guest_image.kernel,
-        initrd=guest_image.initrd,
-        cmdline=guest_image.cmdline,
-        metadata={"console_log": str(console)},
-    )
+    spec = linux_guest_spec(guest_image, name, console)
     qemu.spawn(spec)
     wait_for_marker(console, READY_MARKER, 0, BOOT_TIMEOUT)
     yield name, console
