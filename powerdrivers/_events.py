@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from powerdrivers._event_kinds import EventKind
 from powerdrivers._operations import Operation
@@ -18,8 +17,7 @@ from powerdrivers._states import PowerState, Transition
 _LOG = logging.getLogger("powerdrivers.events")
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """Something happened to an instance.
 
     ``caused_by_operation`` names the operation of this driver that caused

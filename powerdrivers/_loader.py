@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import stevedore
 from stevedore.extension import Extension, ExtensionManager
@@ -37,8 +36,7 @@ _PRIMITIVES = {
 }
 
 
-@dataclass(frozen=True)
-class DriverInfo:
+class DriverInfo(NamedTuple):
     """What ``available_drivers`` knows about one installed driver plugin.
 
     ``status`` is ``"ok"`` or ``"error"``; on error, ``error`` says why and

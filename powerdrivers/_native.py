@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from powerdrivers._reading import InstanceReading
 from powerdrivers._states import PowerState, Transition
@@ -13,8 +13,7 @@ from powerdrivers._states import PowerState, Transition
 _LOG = logging.getLogger("powerdrivers.native")
 
 
-@dataclass(frozen=True, slots=True)
-class NativeMapping:
+class NativeMapping(NamedTuple):
     """One row: a native state (and optionally reason) and what it means canonically.
 
     ``native_reason`` ``None`` is the row for any reason of that state not

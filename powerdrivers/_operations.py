@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from powerdrivers._event_kinds import EventKind
 from powerdrivers._exceptions import InvalidStateTransition
@@ -33,8 +33,7 @@ class Operation(enum.StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True)
-class OperationRule:
+class OperationRule(NamedTuple):
     """One row of the operation table.
 
     ``allowed_from`` are the states the operation may start from;

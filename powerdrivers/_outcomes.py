@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from powerdrivers._operations import Operation
 from powerdrivers._reading import InstanceReading
@@ -26,8 +25,7 @@ class Outcome(enum.StrEnum):
     """The guest did not cooperate in time and forcing was not allowed."""
 
 
-@dataclass(frozen=True, slots=True)
-class OperationResult:
+class OperationResult(NamedTuple):
     """The result of a guest-dependent operation (shutdown or reboot)."""
 
     operation: Operation

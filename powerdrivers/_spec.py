@@ -3,43 +3,61 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple, Self
 
 from powerdrivers._exceptions import InvalidSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-@dataclass(frozen=True)
-class InstanceSpec:
+class _SpecFields(NamedTuple):
+    name: str
+    vcpus: int
+    memory_mib: int
+    kernel: Path | None
+    initrd: Path | None
+    cmdline: str | None
+    disk_image: Path | None
+    metadata: Mapping[str, str]
+
+
+class InstanceSpec(_SpecFields):
     """The instance ``Driver.spawn`` creates and starts.
 
     Either boot a kernel directly (``kernel``, optional ``initrd`` and
     ``cmdline``) or a ``disk_image``; drivers that need neither (the fake)
-    ignore both. ``metadata`` is free-form and driver-specific.
+    ignore both. ``metadata`` is free-form and driver-specific. Immutable;
+    an invalid combination raises :class:`InvalidSpec`.
     """
 
-    name: str
-    vcpus: int = 1
-    memory_mib: int = 256
-    kernel: Path | None = None
-    initrd: Path | None = None
-    cmdline: str | None = None
-    disk_image: Path | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+    def __new__(
+        cls,
+        name: str,
+        vcpus: int = 1,
+        memory_mib: int = 256,
+        kernel: Path | None = None,
+        initrd: Path | None = None,
+        cmdline: str | None = None,
+        disk_image: Path | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Self:
+        if not _NAME.match(name):
             raise InvalidSpec(
-                f"instance name {self.name!r} must be 1-63 letters, digits, '.', '_' or '-', "
+                f"instance name {name!r} must be 1-63 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
-        if self.vcpus < 1:
-            raise InvalidSpec(f"vcpus must be at least 1, not {self.vcpus}")
-        if self.memory_mib < 16:
-            raise InvalidSpec(f"memory_mib must be at least 16, not {self.memory_mib}")
-        if self.kernel is not None and self.disk_image is not None:
+        if vcpus < 1:
+            raise InvalidSpec(f"vcpus must be at least 1, not {vcpus}")
+        if memory_mib < 16:
+            raise InvalidSpec(f"memory_mib must be at least 16, not {memory_mib}")
+        if kernel is not None and disk_image is not None:
             raise InvalidSpec("give a kernel or a disk image, not both")
-        if self.kernel is None and (self.initrd is not None or self.cmdline is not None):
+        if kernel is None and (initrd is not None or cmdline is not None):
             raise InvalidSpec("initrd and cmdline need a kernel")
+        frozen = MappingProxyType(dict(metadata or {}))
+        return super().__new__(cls, name, vcpus, memory_mib, kernel, initrd, cmdline, disk_image, frozen)

@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from powerdrivers._event_kinds import EventKind
 from powerdrivers._exceptions import InvalidStateTransition
@@ -16,14 +15,18 @@ from powerdrivers._states import Transition
 _MAX_FINISHED = 16
 
 
-@dataclass(eq=False)
 class _Entry:
-    operation: Operation
-    owed: set[EventKind] = field(default_factory=set)
-    #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
-    until: float | None = None
-    #: The thread running the operation: what it publishes meanwhile is the driver's own report.
-    thread: int = 0
+    """One tracked operation: what it is still owed, and until when."""
+
+    __slots__ = ("operation", "owed", "thread", "until")
+
+    def __init__(self, operation: Operation, owed: set[EventKind], thread: int) -> None:
+        self.operation = operation
+        self.owed = owed
+        #: The thread running the operation: what it publishes meanwhile is the driver's own report.
+        self.thread = thread
+        #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
+        self.until: float | None = None
 
 
 class OperationTracker:
