@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 import libvirt
@@ -32,6 +32,7 @@ from powerdrivers import (
 from powerdrivers_libvirt._errors import code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
 from powerdrivers_libvirt._events import event_meaning
+from powerdrivers_libvirt._listing import DomainLister, c_functions
 from powerdrivers_libvirt._states import MANAGED_SAVE, NATIVE_STATES, native_names
 from powerdrivers_libvirt._uri import check_uri
 
@@ -39,7 +40,7 @@ _LOG = logging.getLogger("powerdrivers.libvirt")
 _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
-_MAYBE_SAVED = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
+_C_FUNCTIONS = c_functions()
 _OPTIONS = {
     "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
     "poll_interval",
@@ -85,6 +86,7 @@ class LibvirtDriver(Driver):
         self._broken = False
         self._callbacks: list[int] = []
         self._events_wanted = False
+        self._lister = DomainLister(self._reading_of, _C_FUNCTIONS)
         ensure_event_loop()
         self._conn = self._open()
 
@@ -181,33 +183,7 @@ class LibvirtDriver(Driver):
     # -- reading --------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
-        def work(conn: libvirt.virConnect) -> list[InstanceReading]:
-            records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-            observed_at = datetime.now(UTC)
-            # One reading per distinct (state, reason), then copied per domain: a listing
-            # of thousands of domains has a handful of distinct states.
-            templates: dict[tuple[int, int, bool], InstanceReading] = {}
-            managed: set[str] = set()
-            # Only a domain shut off by a save (or whose reason libvirt forgot across a
-            # daemon restart) can have a managed-save image: ask only then.
-            if any(
-                stats.get("state.state") == _SHUTOFF and stats.get("state.reason") in _MAYBE_SAVED
-                for _, stats in records
-            ):
-                flags = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
-                managed = {domain.UUIDString() for domain in conn.listAllDomains(flags)}
-            readings = []
-            for domain, stats in records:
-                domain_id = domain.UUIDString()
-                key = (stats["state.state"], stats["state.reason"], domain_id in managed)
-                template = templates.get(key)
-                if template is None:
-                    template = templates[key] = self._reading_of(*key, observed_at)
-                # Positional, as tuple.__new__ would take it: this loop runs once per domain.
-                readings.append(InstanceReading(domain_id, domain.name(), *template[2:]))
-            return readings
-
-        return self._call(work)
+        return self._call(self._lister.read_all)
 
     def _read_one(self, ref: str) -> InstanceReading:
         def work(conn: libvirt.virConnect) -> InstanceReading:
@@ -440,6 +416,7 @@ class LibvirtDriver(Driver):
     # -- lifecycle --------------------------------------------------------------------
 
     def _close(self) -> None:
+        self._lister.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:

@@ -1,0 +1,293 @@
+"""Listing every domain in one bulk call, at little more than the call's own cost.
+
+``virConnect.getAllDomainStats`` returns each domain as a Python
+``virDomain``, whose ``__init__`` and ``__del__`` run in Python, and
+``virDomain.UUIDString()`` has the C library format the UUID on each call.
+Over thousands of domains those per-domain costs add more than a third to the
+bulk call. So a listing calls the same C functions through ``libvirtmod``,
+libvirt-python's own extension module, which every libvirt-python has: the
+bulk call, then per domain handle its raw 16-byte UUID and its name, and the
+``virDomainFree`` that ``virDomain.__del__`` would have made. Each UUID is
+formatted once and remembered. Where ``libvirtmod`` lacks one of these
+functions, the public API does the same work with the same result.
+
+Whether a shut-off domain has a managed-save image is not in the bulk call's
+answer; a second call lists the domains that have one, only when some domain
+could (see ``DomainLister._managed_saves``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from itertools import count, repeat
+from operator import add, itemgetter
+from typing import Any, NamedTuple
+
+import libvirt
+
+from powerdrivers import InstanceReading
+
+_STATE_STATS = libvirt.VIR_DOMAIN_STATS_STATE
+_SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
+#: Only a domain shut off by a save, or whose reason libvirt forgot across a daemon
+#: restart, can have a managed-save image.
+_MAYBE_SAVED = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
+_MANAGED_SAVE_FILTER = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
+#: Remembered UUID texts beyond this (or twice the last listing) start afresh.
+_REMEMBERED_UUIDS = 4096
+#: From this many domains in the previous listing, the managed-save query may overlap the bulk call.
+_OVERLAP_FROM = 256
+
+#: Builds the reading of a (state, reason, has a managed-save image) at a time; id and name empty.
+ReadingOf = Callable[[int, int, bool, datetime], InstanceReading]
+_Query = Callable[[], set[Hashable]]
+_first = itemgetter(0)
+_second = itemgetter(1)
+_state_and_reason = itemgetter("state.state", "state.reason")
+
+
+class CFunctions(NamedTuple):
+    """The ``libvirtmod`` functions a listing calls instead of the public API."""
+
+    get_all_domain_stats: Callable[[Any, int, int], Any]
+    list_all_domains: Callable[[Any, int], Any]
+    domain_uuid: Callable[[Any], bytes | None]
+    domain_name: Callable[[Any], str | None]
+    domain_free: Callable[[Any], Any]
+
+
+def c_functions() -> CFunctions | None:
+    """Return the ``libvirtmod`` functions, or None where this libvirt-python lacks any."""
+    try:
+        import libvirtmod
+    except ImportError:
+        return None
+    try:
+        return CFunctions(
+            libvirtmod.virConnectGetAllDomainStats,
+            libvirtmod.virConnectListAllDomains,
+            libvirtmod.virDomainGetUUID,
+            libvirtmod.virDomainGetName,
+            libvirtmod.virDomainFree,
+        )
+    except AttributeError:
+        return None
+
+
+class DomainLister:
+    """Reads every domain of a connection as canonical readings, in one bulk call.
+
+    ``c`` is the ``libvirtmod`` functions to call, or None to use libvirt-python's
+    public API; both give the same readings. One lister serves one driver, from
+    any number of threads.
+    """
+
+    def __init__(self, reading_of: ReadingOf, c: CFunctions | None) -> None:
+        self._reading_of = reading_of
+        self._c = c
+        self._uuid_texts: dict[Hashable, str] = {}
+        self._previous_count = 0
+        self._previous_asked = False
+        self._overlap = _OverlapThread()
+        self._meanings: dict[tuple[tuple[int, int], bool], tuple[Any, ...]] = {}
+
+    @property
+    def through_c_module(self) -> bool:
+        """Whether listings call ``libvirtmod`` directly."""
+        return self._c is not None
+
+    def read_all(self, conn: libvirt.virConnect) -> list[InstanceReading]:
+        """Every domain's reading; libvirt errors propagate as ``libvirtError``."""
+        c = self._c
+        handle_of_conn = getattr(conn, "_o", None)
+        if c is None or handle_of_conn is None:
+            managed = self._managed_saves(lambda: _managed_through_api(conn))
+            records = conn.getAllDomainStats(_STATE_STATS)
+            return self._readings(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, str, managed)
+        managed = self._managed_saves(lambda: _managed_through_c(c, handle_of_conn))
+        records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
+        if records is None:
+            raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
+        try:
+            return self._readings(records, c.domain_uuid, c.domain_name, _uuid_text, managed)
+        finally:
+            free = c.domain_free
+            for handle, _ in records:
+                free(handle)
+
+    def _managed_saves(self, query: _Query) -> _Query:
+        """How this listing learns which domains have a managed-save image, if it must.
+
+        The query visits every domain, at about a sixth of the bulk call's cost. A
+        listing asks it only on meeting a domain that could have an image; where the
+        previous listing was large and did, the query starts now, on a thread of its
+        own (see ``_OverlapThread``), so that it overlaps the bulk call.
+        """
+        if self._previous_asked and self._previous_count >= _OVERLAP_FROM:
+            return self._overlap.submit(query) or query
+        return query
+
+    def close(self) -> None:
+        """End the thread that overlaps queries, if one was started."""
+        self._overlap.close()
+
+    def _readings(
+        self,
+        records: list[tuple[Any, dict[str, Any]]],
+        raw_uuid: Callable[[Any], Any],
+        name_of: Callable[[Any], Any],
+        uuid_text: Callable[[Any], str],
+        managed_saves: _Query,
+    ) -> list[InstanceReading]:
+        # Per domain, only C code runs (map, itemgetter, the libvirtmod calls): readings
+        # differ per domain only in id and name, and the rest of each reading (its
+        # "tail") is built once per distinct (state, reason) and shared.
+        observed_at = datetime.now(UTC)
+        handles = list(map(_first, records))
+        raws = list(map(raw_uuid, handles))
+        if None in raws:
+            raise libvirt.libvirtError("virDomainGetUUID() failed")
+        names = list(map(name_of, handles))
+        keys = list(map(_state_and_reason, map(_second, records)))
+        tails = {key: self._tail(key, False, observed_at) for key in set(keys)}
+        shared_tails = list(map(tails.__getitem__, keys))
+        maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
+        self._previous_asked = bool(maybe_saved)
+        if maybe_saved:
+            self._mark_managed_saves(managed_saves(), raws, keys, maybe_saved, shared_tails, observed_at)
+        texts = self._uuid_texts
+        if len(texts) > max(_REMEMBERED_UUIDS, 2 * len(records)):
+            texts.clear()
+        ids = list(map(texts.get, raws))
+        if None in ids:
+            for index, known in enumerate(ids):
+                if known is None:
+                    ids[index] = texts[raws[index]] = uuid_text(raws[index])
+        self._previous_count = len(records)
+        return list(
+            map(tuple.__new__, repeat(InstanceReading), map(add, zip(ids, names, strict=True), shared_tails))
+        )
+
+    def _mark_managed_saves(
+        self,
+        managed: set[Hashable],
+        raws: list[Any],
+        keys: list[tuple[int, int]],
+        maybe_saved: set[tuple[int, int]],
+        tails: list[tuple[Any, ...]],
+        observed_at: datetime,
+    ) -> None:
+        """Give each domain that has a managed-save image the tail that says so."""
+        if not managed:
+            return
+        position = dict(zip(raws, count()))
+        saved_tails: dict[tuple[int, int], tuple[Any, ...]] = {}
+        for raw in managed:
+            index = position.get(raw)
+            if index is None or keys[index] not in maybe_saved:
+                continue
+            key = keys[index]
+            if key not in saved_tails:
+                saved_tails[key] = self._tail(key, True, observed_at)
+            tails[index] = saved_tails[key]
+
+    def _tail(self, key: tuple[int, int], managed_save: bool, observed_at: datetime) -> tuple[Any, ...]:
+        """Return a reading's fields after id and name; all but ``observed_at`` are remembered."""
+        meaning = self._meanings.get((key, managed_save))
+        if meaning is None:
+            reading = self._reading_of(key[0], key[1], managed_save, observed_at)
+            meaning = self._meanings[key, managed_save] = tuple(reading)[2:-1]
+        return (*meaning, observed_at)
+
+
+def _managed_through_api(conn: libvirt.virConnect) -> set[Hashable]:
+    return {domain.UUIDString() for domain in conn.listAllDomains(_MANAGED_SAVE_FILTER)}
+
+
+def _managed_through_c(c: CFunctions, handle_of_conn: Any) -> set[Hashable]:
+    handles = c.list_all_domains(handle_of_conn, _MANAGED_SAVE_FILTER)
+    if handles is None:
+        raise libvirt.libvirtError("virConnectListAllDomains() failed")
+    try:
+        return {c.domain_uuid(handle) for handle in handles}
+    finally:
+        for handle in handles:
+            c.domain_free(handle)
+
+
+class _Job:
+    """One query handed to the overlap thread; ``result()`` waits for it, then returns or raises."""
+
+    __slots__ = ("_answer", "_done", "_error", "_query")
+
+    def __init__(self, query: _Query) -> None:
+        self._query = query
+        self._answer: set[Hashable] = set()
+        self._error: BaseException | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def run(self) -> None:
+        """Run the query, keeping its answer or its exception."""
+        try:
+            self._answer = self._query()
+        except BaseException as error:  # raised again in the waiting thread
+            self._error = error
+        finally:
+            self._done.release()
+
+    def result(self) -> set[Hashable]:
+        """Wait for the query; return its answer, or raise its exception."""
+        with self._done:
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+
+class _OverlapThread:
+    """A thread, started on first use, that runs one query at a time beside the caller."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Lock()
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._job: _Job | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, query: _Query) -> _Query | None:
+        """Start ``query`` on the thread; None if it is busy with another (or closed)."""
+        if not self._idle.acquire(blocking=False):
+            return None
+        job = self._job = _Job(query)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, name="powerdrivers-libvirt-listing", daemon=True
+            )
+            self._thread.start()
+        self._go.release()
+        return job.result
+
+    def close(self) -> None:
+        """Let the thread end once its current query is done; later submits get None."""
+        self._idle.acquire()
+        if self._thread is not None:
+            self._job = None
+            self._go.release()
+
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            job, self._job = self._job, None
+            if job is None:
+                return
+            job.run()
+            self._idle.release()
+
+
+def _uuid_text(raw: bytes) -> str:
+    """Return the canonical text of a raw 16-byte UUID."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,149 @@
+"""The bulk listing: libvirtmod's C functions and the public API agree, and no domain handle leaks."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from libvirt_support.nodes import RUNSTATES, node_xml
+from powerdrivers_libvirt import LibvirtDriver
+from powerdrivers_libvirt._listing import CFunctions, DomainLister, _uuid_text, c_functions
+
+import powerdrivers
+from powerdrivers import HypervisorError, InstanceReading, PowerState
+
+#: Enough domains that a listing overlaps its managed-save query with the bulk call.
+COUNT = 300
+SAVED = ("d00000", "d00005", "d00295")
+
+
+@pytest.fixture
+def node_uri(tmp_path: Path) -> str:
+    """A node of COUNT test-driver domains in every run state, round robin."""
+    path = tmp_path / "node.xml"
+    states = list(RUNSTATES)
+    path.write_text(node_xml([(f"d{i:05d}", states[i % len(states)]) for i in range(COUNT)]))
+    return f"test://{path}"
+
+
+@pytest.fixture
+def driver(node_uri: str) -> Iterator[LibvirtDriver]:
+    """The libvirt driver on the node, with three running domains suspended by managed save."""
+    with powerdrivers.load_driver("libvirt", node_uri) as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        for name in SAVED:
+            assert loaded.suspend(name).native_reason == "managed_save"
+        yield loaded
+
+
+def _without_time(readings: list[InstanceReading]) -> dict[str, tuple[object, ...]]:
+    return {reading.id: tuple(reading)[:-1] for reading in readings}
+
+
+def test_the_c_module_is_used_where_libvirt_python_has_it(driver: LibvirtDriver) -> None:
+    assert c_functions() is not None
+    assert driver._lister.through_c_module
+
+
+def test_c_module_and_public_api_give_the_same_readings(driver: LibvirtDriver) -> None:
+    conn = driver._connection()
+    public = DomainLister(driver._reading_of, None)
+    assert not public.through_c_module
+    for _ in range(3):  # the first listing asks for managed saves in line, later ones beside
+        through_c = driver.list_instances()
+        assert _without_time(through_c) == _without_time(public.read_all(conn))
+    assert len(through_c) == COUNT
+    assert all(type(reading) is InstanceReading for reading in through_c)
+    by_name = {reading.name: reading for reading in through_c}
+    for name in SAVED:
+        assert by_name[name].power_state is PowerState.SUSPENDED
+        assert by_name[name].native_reason == "managed_save"
+    # The node's other shut-off domains say "unknown" and have no image: plain off.
+    assert by_name["d00002"].power_state is PowerState.SHUTOFF
+    assert by_name["d00002"].native_reason == "unknown"
+    one_time = {reading.observed_at for reading in through_c}
+    assert len(one_time) == 1
+    expected = {d.UUIDString(): d.name() for d in conn.listAllDomains(0)}
+    assert {reading.id: reading.name for reading in through_c} == expected
+
+
+def test_a_removed_image_is_noticed_by_the_next_listing(driver: LibvirtDriver) -> None:
+    driver.list_instances()
+    driver._connection().lookupByName("d00005").managedSaveRemove(0)
+    by_name = {reading.name: reading for reading in driver.list_instances()}
+    assert by_name["d00005"].power_state is PowerState.SHUTOFF
+    assert by_name["d00000"].power_state is PowerState.SUSPENDED
+
+
+def test_listings_free_every_domain_handle(driver: LibvirtDriver, node_uri: str) -> None:
+    conn = libvirt.open(node_uri)
+    lister = DomainLister(driver._reading_of, c_functions())
+    for _ in range(3):
+        assert len(lister.read_all(conn)) == COUNT
+    lister.close()
+    # virConnectClose answers how many references remain: each leaked domain handle holds one.
+    assert conn.close() == 0
+
+
+def test_a_failing_listing_frees_every_domain_handle_too(driver: LibvirtDriver, node_uri: str) -> None:
+    def broken(state: int, reason: int, managed_save: bool, observed_at: object) -> InstanceReading:
+        raise RuntimeError("boom")
+
+    conn = libvirt.open(node_uri)
+    lister = DomainLister(broken, c_functions())
+    with pytest.raises(RuntimeError, match="boom"):
+        lister.read_all(conn)
+    assert conn.close() == 0
+
+
+def test_a_failing_managed_save_query_is_a_typed_error(driver: LibvirtDriver) -> None:
+    c = c_functions()
+    assert c is not None
+    failing = c._replace(list_all_domains=lambda _conn, _flags: None)
+    driver._lister = DomainLister(driver._reading_of, failing)
+    for _ in range(2):  # in line, then on the overlap thread
+        with pytest.raises(HypervisorError):
+            driver.list_instances()
+        driver._lister._previous_asked = True
+        driver._lister._previous_count = COUNT
+
+
+def test_closing_the_driver_ends_the_overlap_thread(node_uri: str) -> None:
+    with powerdrivers.load_driver("libvirt", node_uri) as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        for _ in range(2):
+            loaded.list_instances()
+        assert any(t.name == "powerdrivers-libvirt-listing" for t in threading.enumerate())
+        overlap = loaded._lister._overlap._thread
+    assert overlap is not None
+    overlap.join(timeout=5)
+    assert not overlap.is_alive()
+
+
+def test_without_the_c_functions_the_public_api_lists(monkeypatch: pytest.MonkeyPatch, node_uri: str) -> None:
+    import libvirtmod
+
+    monkeypatch.delattr(libvirtmod, "virDomainGetUUID")
+    assert c_functions() is None
+    lister = DomainLister(
+        lambda *args: InstanceReading("", "", PowerState.RUNNING, None, "x", None, args[3]), None
+    )
+    conn = libvirt.open(node_uri)
+    assert len(lister.read_all(conn)) == COUNT
+    assert conn.close() == 0
+
+
+def test_uuid_text_is_the_canonical_form() -> None:
+    for _ in range(100):
+        value = uuid.uuid4()
+        assert _uuid_text(value.bytes) == str(value)
+
+
+def test_c_functions_are_the_libvirtmod_ones() -> None:
+    c = c_functions()
+    assert isinstance(c, CFunctions)
+    assert all(callable(function) for function in c)
