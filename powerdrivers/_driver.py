@@ -426,7 +426,7 @@ class Driver(abc.ABC):
         self._require(operation)
         instance = self.get_instance(ref)
         check_operation(instance.name, operation, instance.power_state, instance.transition)
-        with self._track(instance, operation):
+        with _Tracked(self, instance, operation):
             after = action(instance)
         return after if after is not None else self.get_instance(instance.id)
 
@@ -454,7 +454,8 @@ class Driver(abc.ABC):
         return reading._replace(transition=rule_for(operation).transition)
 
     def _require(self, operation: Operation) -> None:
-        self._require_capability(Capability.for_operation(operation), operation.value)
+        if Capability.for_operation(operation) not in self.capabilities:
+            raise UnsupportedOperation(self.name, operation.value)
 
     def _require_capability(self, capability: Capability, what: str) -> None:
         if capability not in self.capabilities:
@@ -497,8 +498,9 @@ class _Tracked:
 
     def __enter__(self) -> None:
         instance = self._instance
+        # The power state as is: the tracker spells it out only if it refuses the operation.
         self._token = self._driver._tracker.begin(
-            instance.id, self._operation, label=instance.name, state=instance.power_state.value
+            instance.id, self._operation, label=instance.name, state=instance.power_state
         )
 
     def __exit__(

@@ -12,6 +12,9 @@ from powerdrivers._states import PowerState, Transition
 
 _LOG = logging.getLogger("powerdrivers.native")
 
+#: How many distinct mapped (state, reason) pairs a table remembers the meaning of.
+_RESOLVED_MAX = 1024
+
 
 class NativeMapping(NamedTuple):
     """One row: a native state (and optionally reason) and what it means canonically.
@@ -46,6 +49,9 @@ class NativeStateTable:
                 raise ValueError(f"{driver}: native state {key} is mapped twice")
             self._index[key] = row
         self._warned: set[tuple[str, str | None]] = set()
+        # Every reading looks its pair up: remember what each pair resolved to (its own
+        # row or its state's catch-all), so that is one dictionary look-up.
+        self._resolved: dict[tuple[str, str | None], tuple[PowerState, Transition | None]] = {}
 
     def __iter__(self) -> Iterator[NativeMapping]:
         return iter(self._rows)
@@ -61,9 +67,12 @@ class NativeStateTable:
         self, native_state: str, native_reason: str | None = None
     ) -> tuple[PowerState, Transition | None]:
         """Return the canonical (power state, transition) for a native pair."""
-        row = self._index.get((native_state, native_reason)) or self._index.get((native_state, None))
+        return self._resolved.get((native_state, native_reason)) or self._resolve(native_state, native_reason)
+
+    def _resolve(self, native_state: str, native_reason: str | None) -> tuple[PowerState, Transition | None]:
+        key = (native_state, native_reason)
+        row = self._index.get(key) or self._index.get((native_state, None))
         if row is None:
-            key = (native_state, native_reason)
             if key not in self._warned:
                 self._warned.add(key)
                 _LOG.warning(
@@ -73,7 +82,11 @@ class NativeStateTable:
                     native_reason,
                 )
             return PowerState.UNKNOWN, None
-        return row.power_state, row.transition
+        resolved = row.power_state, row.transition
+        # Reasons are open-ended: a catch-all row may see any number of them.
+        if len(self._resolved) < _RESOLVED_MAX:
+            self._resolved[key] = resolved
+        return resolved
 
     def reading(
         self,
@@ -86,13 +99,16 @@ class NativeStateTable:
         observed_at: datetime | None = None,
     ) -> InstanceReading:
         """Build a reading from native values; ``transition`` overrides the table's."""
-        power_state, mapped_transition = self.lookup(native_state, native_reason)
+        power_state, mapped_transition = self._resolved.get((native_state, native_reason)) or self._resolve(
+            native_state, native_reason
+        )
+        # Positional: building readings is the hot path of listings and operations.
         return InstanceReading(
-            id=instance_id,
-            name=name,
-            power_state=power_state,
-            transition=transition or mapped_transition,
-            native_state=native_state,
-            native_reason=native_reason,
-            observed_at=observed_at or datetime.now(UTC),
+            instance_id,
+            name,
+            power_state,
+            transition or mapped_transition,
+            native_state,
+            native_reason,
+            observed_at or datetime.now(UTC),
         )

@@ -18,9 +18,10 @@ _MAX_FINISHED = 16
 class _Entry:
     """One tracked operation: what it is still owed, and until when."""
 
-    __slots__ = ("operation", "owed", "thread", "until")
+    __slots__ = ("instance_id", "operation", "owed", "thread", "until")
 
-    def __init__(self, operation: Operation, owed: set[EventKind], thread: int) -> None:
+    def __init__(self, instance_id: str, operation: Operation, owed: set[EventKind], thread: int) -> None:
+        self.instance_id = instance_id
         self.operation = operation
         self.owed = owed
         #: The thread running the operation: what it publishes meanwhile is the driver's own report.
@@ -48,7 +49,16 @@ class OperationTracker:
     def __init__(self, grace_s: float = 2.0) -> None:
         self._grace_s = grace_s
         self._lock = threading.Lock()
+        #: Per instance, its operations in the order they began: running ones, and finished
+        #: ones still owed events (some may be past their grace; readers skip those).
         self._entries: dict[str, list[_Entry]] = {}
+        #: Per instance, only the running operations, oldest first. A tuple replaced whole
+        #: under the lock, so that the frequent "what runs?" questions need no lock.
+        self._running: dict[str, tuple[_Entry, ...]] = {}
+        #: Per instance, a time before which none of its finished entries leaves its grace
+        #: (their ends, and so their deadlines, come in order): until then, trimming the
+        #: history needs no look at each entry's deadline.
+        self._expires: dict[str, float] = {}
 
     @contextmanager
     def track(
@@ -73,25 +83,26 @@ class OperationTracker:
     ) -> object:
         """Start tracking, as :meth:`track` does; return the token :meth:`end` takes."""
         rule = rule_for(operation)
-        entry = _Entry(operation, set(rule.events), thread=threading.get_ident())
+        entry = _Entry(instance_id, operation, set(rule.events), threading.get_ident())
         with self._lock:
-            entries = self._live(instance_id)
-            running = [e for e in entries if e.until is None]
+            running = self._running.get(instance_id, ())
             if running and not rule.forced and running[-1].operation is not operation:
                 raise InvalidStateTransition(
                     label or instance_id,
                     operation.value,
-                    state,
+                    str(state),
                     transition=rule_for(running[-1].operation).transition.value,
                 )
-            entries.append(entry)
-            # Events arrive in order, so very old debts are settled by newer matches; a cap
-            # keeps a busy instance's history (and every lookup) short.
-            finished = [e for e in entries if e.until is not None]
-            if len(finished) > _MAX_FINISHED:
-                for stale in finished[: len(finished) - _MAX_FINISHED]:
-                    entries.remove(stale)
-            self._entries[instance_id] = entries
+            self._running[instance_id] = (*running, entry)
+            entries = self._entries.get(instance_id)
+            if entries is None:
+                self._entries[instance_id] = [entry]
+            else:
+                entries.append(entry)
+                # Events arrive in order, so very old debts are settled by newer matches; a cap
+                # keeps a busy instance's history (and every lookup) short.
+                if len(entries) - len(running) - 1 > _MAX_FINISHED:
+                    self._trim(instance_id, entries)
         return entry
 
     def end(self, token: object) -> None:
@@ -99,6 +110,12 @@ class OperationTracker:
         assert isinstance(token, _Entry)
         with self._lock:
             token.until = time.monotonic() + self._grace_s
+            self._expires.setdefault(token.instance_id, token.until)
+            running = self._running.get(token.instance_id, ())
+            if running == (token,):
+                del self._running[token.instance_id]
+            elif token in running:
+                self._running[token.instance_id] = tuple(entry for entry in running if entry is not token)
 
     def caught_up(self, instance_id: str) -> None:
         """Settle the debts of finished operations on ``instance_id``: the source has reported all.
@@ -125,16 +142,12 @@ class OperationTracker:
 
     def any_in_flight(self) -> bool:
         """Whether any operation runs on any instance (a cheap check before per-instance ones)."""
-        with self._lock:
-            return any(entry.until is None for entries in self._entries.values() for entry in entries)
+        return bool(self._running)
 
     def in_flight(self, instance_id: str) -> Operation | None:
         """Return the newest operation running on ``instance_id``, if any."""
-        with self._lock:
-            for entry in reversed(self._entries.get(instance_id, ())):
-                if entry.until is None:
-                    return entry.operation
-        return None
+        running = self._running.get(instance_id)
+        return running[-1].operation if running else None
 
     def cause(
         self, instance_id: str, kind: EventKind, transition: Transition | None = None
@@ -164,8 +177,27 @@ class OperationTracker:
         for entry in entries:
             if rule_for(entry.operation).transition is transition:
                 return entry.operation
-        running = [entry for entry in entries if entry.until is None]
+        running = self._running.get(instance_id)
         return running[-1].operation if running else None
+
+    def _trim(self, instance_id: str, entries: list[_Entry]) -> None:
+        """Drop the instance's entries past their grace, then its oldest finished beyond the cap."""
+        if self._expires.get(instance_id, 0.0) >= time.monotonic():
+            # None has expired. Usually one entry too many has finished: the oldest.
+            if entries[0].until is not None and len(entries) - len(self._running.get(instance_id, ())) == (
+                _MAX_FINISHED + 1
+            ):
+                del entries[0]
+            else:
+                self._entries[instance_id] = _capped(entries)
+            return
+        kept = _capped(self._live(instance_id))
+        self._entries[instance_id] = kept
+        deadlines = [entry.until for entry in kept if entry.until is not None]
+        if deadlines:
+            self._expires[instance_id] = min(deadlines)
+        else:
+            self._expires.pop(instance_id, None)
 
     def _live(self, instance_id: str) -> list[_Entry]:
         now = time.monotonic()
@@ -177,6 +209,7 @@ class OperationTracker:
             self._entries[instance_id] = entries
         else:
             self._entries.pop(instance_id, None)
+            self._expires.pop(instance_id, None)
         for index, entry in enumerate(entries):
             if kind in entry.owed:
                 if consume:
@@ -190,3 +223,17 @@ class OperationTracker:
                             older.owed.clear()
                 return entry.operation
         return None
+
+
+def _capped(entries: list[_Entry]) -> list[_Entry]:
+    """Drop the oldest finished entries beyond ``_MAX_FINISHED``."""
+    excess = sum(entry.until is not None for entry in entries) - _MAX_FINISHED
+    if excess <= 0:
+        return entries
+    kept: list[_Entry] = []
+    for entry in entries:
+        if excess and entry.until is not None:
+            excess -= 1
+        else:
+            kept.append(entry)
+    return kept

@@ -211,6 +211,34 @@ class TestTracker:
             assert tracker.in_flight("i") is Operation.SHUTDOWN
         assert tracker.in_flight("i") is None
 
+    def test_a_busy_instance_keeps_only_its_newest_finished_operations(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        with tracker.track("i", Operation.START):
+            pass
+        for _ in range(16):
+            with tracker.track("i", Operation.PAUSE):
+                pass
+        # Seventeen have finished; the history is cut down when the next one begins.
+        assert tracker.expects("i", EventKind.STARTED) is Operation.START
+        with tracker.track("i", Operation.PAUSE):
+            assert tracker.expects("i", EventKind.STARTED) is None
+            assert tracker.expects("i", EventKind.PAUSED) is Operation.PAUSE
+
+    def test_only_operations_within_their_grace_count_towards_the_history_cap(self) -> None:
+        tracker = OperationTracker(grace_s=0.5)
+        with tracker.track("i", Operation.SHUTDOWN):
+            # A forced power-off interrupts the shutdown and finishes first, long before it.
+            with tracker.track("i", Operation.POWER_OFF):
+                pass
+            time.sleep(0.6)
+        for _ in range(16):
+            with tracker.track("i", Operation.PAUSE):
+                pass
+        # The power-off is past its grace: sixteen finished operations are left, the
+        # shutdown, though the oldest, among them.
+        assert tracker.expects("i", EventKind.STOPPED) is Operation.SHUTDOWN
+        assert tracker.expects("i", EventKind.PAUSED) is Operation.PAUSE
+
     def test_interleaved_operations_on_threads_end_cleanly(self) -> None:
         tracker = OperationTracker()
         entered = threading.Event()

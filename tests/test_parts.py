@@ -22,6 +22,7 @@ from powerdrivers import (
     VcpuStats,
     redact_uri,
 )
+from powerdrivers import _native as native
 from powerdrivers._version import is_compatible, parse_interface_version
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -132,6 +133,18 @@ def test_unknown_native_state_is_unknown_with_one_warning_never_an_error(
     assert reading.power_state is PowerState.UNKNOWN and reading.transition is None
     assert (reading.native_state, reading.native_reason) == ("migrating", "weird")
     assert len([r for r in caplog.records if "migrating" in r.getMessage()]) == 1
+
+
+def test_native_table_answers_alike_however_many_reasons_it_has_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each table remembers what the pairs it has seen resolve to, up to a bound.
+    monkeypatch.setattr(native, "_RESOLVED_MAX", 2)
+    table = NativeStateTable("bounded", list(TABLE))
+    for reason in ("a", "b", "c", "d", "a"):
+        assert table.lookup("on", reason) == (PowerState.RUNNING, None)
+        assert table.reading("x", "vm", "on", reason, observed_at=NOW).power_state is PowerState.RUNNING
+    assert table.lookup("on", "stopping") == (PowerState.RUNNING, Transition.SHUTTING_DOWN)
+    assert table.lookup("off", None) == (PowerState.SHUTOFF, None)
+    assert table.lookup("gone") == (PowerState.UNKNOWN, None)
 
 
 def test_native_table_refuses_a_pair_mapped_twice() -> None:
