@@ -7,10 +7,11 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -86,11 +87,14 @@ class FakeDriver(Driver):
         super().__init__(uri, poll_interval_s=settings.poll_interval)
         self._settings = settings
         self._store = _open_store(uri, settings)
+        #: The in-memory store, or None when the state is a file other processes share.
+        self._memory = self._store if isinstance(self._store, MemoryStore) else None
         if settings.fail_connect:
             raise make_error(
                 settings.fail_connect, f"injected {settings.fail_connect} failure connecting to fake"
             )
         self._latency = settings.latency
+        self._delays = bool(settings.latency.low or settings.latency.high)
         self._failures: list[tuple[str | None, PowerDriversError, bool]] = []
         if settings.fail_next:
             self.inject_failure(make_error(settings.fail_next, "injected failure (fail_next)"))
@@ -130,6 +134,7 @@ class FakeDriver(Driver):
     def set_latency(self, low: float, high: float | None = None) -> None:
         """Add ``low`` seconds (or a uniform delay in ``low..high``) to every call."""
         self._latency = Latency(low, low if high is None else high)
+        self._delays = bool(self._latency.low or self._latency.high)
 
     def set_cooperative(self, ref: str, cooperative: bool) -> None:
         """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
@@ -149,76 +154,76 @@ class FakeDriver(Driver):
 
     def _read_all(self) -> list[InstanceReading]:
         self._call("read")
-        with self._reading_view() as document:
+        committed = self._quiet_state()
+        if committed is not None:
+            return [self._reading(record) for record in committed["instances"].values()]
+        with self._transaction() as document:
             return [self._reading(record) for record in document["instances"].values()]
 
     def _read_one(self, ref: str) -> InstanceReading:
         self._call("read")
-        with self._reading_view() as document:
+        committed = self._quiet_state()
+        if committed is not None:
+            return self._reading(self._find(committed, ref))
+        with self._transaction() as document:
             return self._reading(self._find(document, ref))
 
-    def _reading_view(self) -> AbstractContextManager[Document]:
-        # In memory, with no guest action due, nothing can change on a read:
-        # look without a transaction. Otherwise (a file others write, an action
-        # due) a read settles what is due, so it is a transaction.
+    def _quiet_state(self) -> Document | None:
+        """Return the committed document when a read may look at it without a transaction.
+
+        In memory, with no guest action due, nothing changes on a read. Otherwise
+        (a file others write, an action due) a read settles what is due, so it
+        is a transaction.
+        """
         due = self._next_due
-        if isinstance(self._store, MemoryStore) and (due is None or time.time() < due):
-            return self._store.view()
-        return self._transaction()
+        if self._memory is not None and (due is None or time.time() < due):
+            return self._memory.committed
+        return None
 
     # -- operations -----------------------------------------------------------
 
     def _start(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.START) as (document, record, cause):
+        self._call(Operation.START)
+        with self._transaction() as document:
+            record, cause = self._target(document, instance, Operation.START)
             resumed = record["state"] == _S.SUSPENDED
             self._set_state(document, record, _S.RUNNING, "restored" if resumed else "booted", cause)
             self._arm_crash(record)
         return self._reading(record)
 
     def _power_off(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.POWER_OFF) as (document, record, cause):
-            self._set_state(document, record, _S.SHUTOFF, "destroyed", cause)
-        return self._reading(record)
+        return self._change(instance, Operation.POWER_OFF, _S.SHUTOFF, "destroyed")
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
-        with self._operation(instance, Operation.SHUTDOWN) as (document, record, cause):
+        self._call(Operation.SHUTDOWN)
+        with self._transaction() as document:
+            record, cause = self._target(document, instance, Operation.SHUTDOWN)
             if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
                 self._set_state(document, record, _S.SHUTTING_DOWN, "acpi", cause)
                 self._plan(record, "shutdown", cause)
 
     def _request_reboot(self, instance: InstanceReading) -> None:
-        with self._operation(instance, Operation.REBOOT) as (document, record, cause):
+        self._call(Operation.REBOOT)
+        with self._transaction() as document:
+            record, cause = self._target(document, instance, Operation.REBOOT)
             if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
                 self._set_state(document, record, _S.REBOOTING, "acpi", cause)
                 self._plan(record, "reboot", cause)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.HARD_REBOOT) as (document, record, cause):
-            self._set_state(document, record, _S.RUNNING, "reset", cause, kind=EventKind.REBOOTED)
-            self._arm_crash(record)
-        return self._reading(record)
+        return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset", kind=EventKind.REBOOTED)
 
     def _pause(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.PAUSE) as (document, record, cause):
-            self._set_state(document, record, _S.PAUSED, "user", cause)
-        return self._reading(record)
+        return self._change(instance, Operation.PAUSE, _S.PAUSED, "user")
 
     def _unpause(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.UNPAUSE) as (document, record, cause):
-            self._set_state(document, record, _S.RUNNING, "unpaused", cause)
-            self._arm_crash(record)
-        return self._reading(record)
+        return self._change(instance, Operation.UNPAUSE, _S.RUNNING, "unpaused")
 
     def _suspend(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.SUSPEND) as (document, record, cause):
-            self._set_state(document, record, _S.SUSPENDED, "saved", cause)
-        return self._reading(record)
+        return self._change(instance, Operation.SUSPEND, _S.SUSPENDED, "saved")
 
     def _resume(self, instance: InstanceReading) -> InstanceReading:
-        with self._operation(instance, Operation.RESUME) as (document, record, cause):
-            self._set_state(document, record, _S.RUNNING, "restored", cause)
-            self._arm_crash(record)
-        return self._reading(record)
+        return self._change(instance, Operation.RESUME, _S.RUNNING, "restored")
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
         self._call(Operation.SPAWN)
@@ -232,7 +237,9 @@ class FakeDriver(Driver):
             return self._reading(record)
 
     def _delete(self, instance: InstanceReading) -> None:
-        with self._operation(instance, Operation.DELETE) as (document, record, cause):
+        self._call(Operation.DELETE)
+        with self._transaction() as document:
+            record, cause = self._target(document, instance, Operation.DELETE)
             del document["instances"][record["id"]]
             self._dues_changed = True
             record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
@@ -295,41 +302,69 @@ class FakeDriver(Driver):
 
     # -- internals ------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Document]:
+    def _transaction(self) -> AbstractContextManager[Document]:
+        """Return a store transaction that settles what is due first and delivers what it logged."""
+        return _Transaction(self)
+
+    def _opened(self, document: Document) -> None:
+        """Start a transaction on ``document``: settle the guest actions and crashes that are due."""
         # Other processes may plan guest actions in a shared file; in memory, only this
         # driver does, so settling and recomputing the next due time can wait until due.
-        shared = isinstance(self._store, FileStore)
-        with self._store.transaction() as document:
-            if shared or (self._next_due is not None and time.time() >= self._next_due):
-                self._settle(document)
-                self._dues_changed = True
-            yield document
-            if shared or self._dues_changed:
-                dues = [
-                    due
-                    for record in document["instances"].values()
-                    for due in ((record["pending"] or {}).get("due"), record["crash_at"])
-                    if due is not None
-                ]
-                self._next_due = min(dues, default=None)
-                self._dues_changed = False
-        self._deliver(document)
+        if self._memory is None or (self._next_due is not None and time.time() >= self._next_due):
+            self._settle(document)
+            self._dues_changed = True
 
-    @contextmanager
-    def _operation(
-        self, instance: InstanceReading, operation: Operation
-    ) -> Iterator[tuple[Document, dict[str, Any], Operation | None]]:
+    def _committing(self, document: Document) -> None:
+        """End a transaction on ``document``, before it is committed: note when the next action is due."""
+        if self._memory is None or self._dues_changed:
+            dues = [
+                due
+                for record in document["instances"].values()
+                for due in ((record["pending"] or {}).get("due"), record["crash_at"])
+                if due is not None
+            ]
+            self._next_due = min(dues, default=None)
+            self._dues_changed = False
+
+    def _committed(self, document: Document, seq: int) -> None:
+        """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
+        # Another process's events come with the file; in memory, a transaction that
+        # logged nothing has nothing to deliver that another would not deliver itself.
+        if self._memory is None or document["seq"] != seq or self._outbox:
+            self._deliver(document)
+
+    def _change(
+        self,
+        instance: InstanceReading,
+        operation: Operation,
+        state: FakeNativeState,
+        reason: str,
+        kind: EventKind | None = None,
+    ) -> InstanceReading:
+        """Carry out ``operation``, which puts the instance in ``state`` for ``reason``."""
         self._call(operation)
         with self._transaction() as document:
-            record = self._writable(document, self._find(document, instance.id))
-            # Another process may have changed the instance since the core checked it.
-            check_operation(
-                record["name"], operation, *self.native_states.lookup(record["state"], record["reason"])
-            )
-            yield document, record, self._tracker.in_flight(record["id"]) or operation
+            record, cause = self._target(document, instance, operation)
+            self._set_state(document, record, state, reason, cause, kind)
+            if state == _S.RUNNING:
+                self._arm_crash(record)
+        return self._reading(record)
+
+    def _target(
+        self, document: Document, instance: InstanceReading, operation: Operation
+    ) -> tuple[dict[str, Any], Operation | None]:
+        """Return the instance's record, writable, and the operation its events are attributed to."""
+        record = self._writable(document, self._find(document, instance.id))
+        # Another process (or thread) may have changed the instance since the core checked it.
+        state, transition = self.native_states.lookup(record["state"], record["reason"])
+        check_operation(record["name"], operation, state, transition)
+        return record, self._tracker.in_flight(record["id"]) or operation
 
     def _call(self, target: str) -> None:
+        if self._delays or self._failures:
+            self._inject(target)
+
+    def _inject(self, target: str) -> None:
         delay = self._latency.sample()
         if delay:
             time.sleep(delay)
@@ -371,8 +406,7 @@ class FakeDriver(Driver):
         cause: Operation | None,
         kind: EventKind | None = None,
     ) -> None:
-        lookup = self.native_states.lookup
-        before = lookup(record["state"], record["reason"])
+        before = record["state"], record["reason"]
         if record["pending"] is not None or record["crash_at"] is not None:
             self._dues_changed = True
         record["state"], record["reason"] = str(state), reason
@@ -380,13 +414,26 @@ class FakeDriver(Driver):
             record["crash_at"] = None
         if state not in (_S.SHUTTING_DOWN, _S.REBOOTING):
             record["pending"] = None
-        kind = kind or state_change_kind(before, lookup(record["state"], reason))
+        if not self._logging_events():
+            return
+        lookup = self.native_states.lookup
+        kind = kind or state_change_kind(lookup(*before), lookup(record["state"], reason))
         if kind is not None:
             self._append_event(document, record, kind, cause)
+
+    def _logging_events(self) -> bool:
+        """Whether changes go to the event log: always in a file, in memory only for listeners.
+
+        Checked inside the transaction: a subscriber starts from the sequence number
+        its own transaction sees, so one arriving meanwhile misses nothing.
+        """
+        return self._memory is None or self._hub.has_listeners
 
     def _append_event(
         self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
     ) -> None:
+        if not self._logging_events():
+            return
         document["seq"] += 1
         document["events"].append(
             {
@@ -516,3 +563,43 @@ def _open_store(uri: str | None, settings: FakeOptions) -> Store:
     if path.is_dir():
         raise InvalidURI(f"fake state path {path} is a directory; name a .json file in it")
     return FileStore(path, seed)
+
+
+class _Transaction:
+    """A transaction of the fake's store, wrapped in the driver's bookkeeping.
+
+    A class rather than a generator, because it is every operation's hot path.
+    """
+
+    __slots__ = ("_document", "_driver", "_seq", "_stored")
+
+    def __init__(self, driver: FakeDriver) -> None:
+        self._driver = driver
+        self._stored = driver._store.transaction()
+
+    def __enter__(self) -> Document:
+        document = self._stored.__enter__()
+        self._seq: int = document["seq"]
+        try:
+            self._driver._opened(document)
+        except BaseException as error:
+            self._stored.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._document: Document = document
+        return document
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._driver._committing(self._document)
+            except BaseException as error:
+                self._stored.__exit__(type(error), error, error.__traceback__)
+                raise
+        self._stored.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self._driver._committed(self._document, self._seq)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from powerdrivers import HypervisorError
@@ -54,37 +55,68 @@ class Store(abc.ABC):
 
 
 class MemoryStore(Store):
-    """State kept in this process, private to one driver instance."""
+    """State kept in this process, private to one driver instance.
+
+    A transaction works on a copy of the instances mapping and replaces the
+    committed document when it ends, so a committed document's instances
+    (the mapping and its records) never change afterwards: :attr:`committed`
+    may be read without the lock.
+    """
 
     def __init__(self, seed: Callable[[], Document]) -> None:
         self._document = seed()
         self._lock = threading.RLock()
 
-    @contextmanager
-    def transaction(self) -> Iterator[Document]:
-        with self._lock:
-            # The event log only grows within a transaction, so it is shared rather
-            # than copied, and undone by truncation. Records are shared too: the driver
-            # copies one before changing it, so dropping the working copy undoes that.
-            events = self._document["events"]
-            logged = len(events)
-            working = {**self._document, "instances": dict(self._document["instances"])}
-            try:
-                yield working
-            except BaseException:
-                del events[logged:]
-                raise
-            _trim(working)
-            self._document = working
+    @property
+    def committed(self) -> Document:
+        """The latest committed document; read its instances only, never change it."""
+        return self._document
+
+    def transaction(self) -> AbstractContextManager[Document]:
+        return _MemoryTransaction(self)
 
     def fingerprint(self) -> object:
         return self._document["seq"]
 
-    @contextmanager
-    def view(self) -> Iterator[Document]:
-        """Yield the live document, under the lock, for reading only."""
-        with self._lock:
-            yield self._document
+
+class _MemoryTransaction:
+    """One transaction on a :class:`MemoryStore` (a class: every operation's hot path)."""
+
+    __slots__ = ("_logged", "_store", "_working")
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> Document:
+        store = self._store
+        store._lock.acquire()
+        try:
+            document = store._document
+            # The event log only grows within a transaction, so it is shared rather
+            # than copied, and undone by truncation. Records are shared too: the driver
+            # copies one before changing it, so dropping the working copy undoes that.
+            self._logged = len(document["events"])
+            self._working: Document = {**document, "instances": dict(document["instances"])}
+        except BaseException:
+            store._lock.release()
+            raise
+        return self._working
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        try:
+            if exc_type is None:
+                _trim(self._working)
+                store._document = self._working
+            else:
+                del store._document["events"][self._logged :]
+        finally:
+            store._lock.release()
 
 
 class FileStore(Store):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -210,6 +211,49 @@ def test_a_listener_may_read_the_driver(demo_driver: FakeDriver) -> None:
     worker.join(1)
     assert not worker.is_alive(), "pause() never returned: the listener deadlocked"
     assert seen == [PowerState.PAUSED]
+
+
+def test_in_memory_events_from_before_subscribing_are_not_replayed(demo_driver: FakeDriver) -> None:
+    demo_driver.pause("web-1")
+    demo_driver.unpause("web-1")
+    log = EventLog()
+    demo_driver.subscribe(log)
+    demo_driver.pause("web-1")
+    assert log.kinds() == [EventKind.PAUSED]
+
+
+def test_subscribing_while_another_thread_changes_an_instance_misses_nothing_after(
+    demo_driver: FakeDriver,
+) -> None:
+    web = demo_driver.get_instance("web-1")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                demo_driver.pause("web-1")
+                demo_driver.unpause("web-1")
+        except BaseException as error:
+            errors.append(error)
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    log = EventLog()
+    try:
+        time.sleep(0.02)
+        demo_driver.subscribe(log)
+        log.wait_for(lambda events: len(events) >= 20)
+    finally:
+        stop.set()
+        worker.join(5)
+    assert errors == []
+    kinds = log.kinds(web.id)
+    # Whatever change the stream starts with, from then on it skips none.
+    assert all(kind in (EventKind.PAUSED, EventKind.UNPAUSED) for kind in kinds)
+    assert all(kinds[index] != kinds[index + 1] for index in range(len(kinds) - 1))
+    final = demo_driver.get_instance("web-1").power_state
+    assert kinds[-1] is (EventKind.PAUSED if final is PowerState.PAUSED else EventKind.UNPAUSED)
 
 
 def test_subscribe_after_close_is_refused(demo_driver: FakeDriver) -> None:

@@ -205,3 +205,17 @@ def test_crash_control_follows_the_power_off_row(
                 empty_driver.crash("victim")
             assert snapshot(empty_driver.get_instance("victim")) == snapshot(before)
             assert event_log.events == []
+
+
+def test_an_operation_on_a_stale_reading_is_checked_against_the_current_state(
+    demo_driver: FakeDriver, event_log: EventLog
+) -> None:
+    # What happens when another thread or process changes the instance between the core's
+    # check and the fake's own transaction: the primitive checks the table again.
+    stale = demo_driver.get_instance("web-1")
+    demo_driver.power_off("web-1")
+    demo_driver.subscribe(event_log)
+    with pytest.raises(InvalidStateTransition, match="shutoff"):
+        demo_driver._pause(stale)
+    assert demo_driver.get_instance("web-1").power_state is PowerState.SHUTOFF
+    assert event_log.events == []
