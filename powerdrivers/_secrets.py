@@ -10,7 +10,9 @@ _MASK = "********"
 #: Option and query-parameter names that carry secrets.
 SECRET_NAMES = frozenset({"password", "passwd", "pass", "secret", "token"})
 
-_SECRET_QUERY = re.compile(rf"(?i)((?:^|[?&;])(?:{'|'.join(sorted(SECRET_NAMES))})=)[^&;]*")
+# A pattern, not a compiled one: re compiles it on first use (and caches it), which keeps
+# compiling out of every import of the package.
+_SECRET_QUERY = rf"(?i)((?:^|[?&;])(?:{'|'.join(sorted(SECRET_NAMES))})=)[^&;]*"
 
 
 class Secret:
@@ -62,5 +64,5 @@ def redact_uri(uri: str) -> str:
             redacted = redacted.replace(f"{userinfo}@", f"{user}:{_MASK}@", 1)
     head, question, tail = redacted.partition("?")
     if question:
-        redacted = head + question + _SECRET_QUERY.sub(lambda m: m.group(1) + _MASK, tail)
+        redacted = head + question + re.sub(_SECRET_QUERY, lambda m: m.group(1) + _MASK, tail)
     return redacted

@@ -10,7 +10,8 @@ from typing import NamedTuple, Self
 
 from powerdrivers._exceptions import InvalidSpec
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Compiled by re on first use, not on import (see _secrets).
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 
 
 class _SpecFields(NamedTuple):
@@ -46,7 +47,7 @@ class InstanceSpec(_SpecFields):
         disk_image: Path | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> Self:
-        if not _NAME.match(name):
+        if not re.fullmatch(_NAME, name):
             raise InvalidSpec(
                 f"instance name {name!r} must be 1-63 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"

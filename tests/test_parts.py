@@ -176,6 +176,7 @@ def test_interface_version_must_be_major_dot_minor(text: str) -> None:
     [
         ({"name": "bad name"}, "letters, digits"),
         ({"name": "<xml>"}, "letters, digits"),
+        ({"name": "web-1\n"}, "letters, digits"),
         ({"vcpus": 0}, "vcpus"),
         ({"memory_mib": 1}, "memory_mib"),
         ({"kernel": "k", "disk_image": "d"}, "not both"),

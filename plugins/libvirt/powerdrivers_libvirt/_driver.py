@@ -39,7 +39,8 @@ from powerdrivers_libvirt._uri import check_uri
 _LOG = logging.getLogger("powerdrivers.libvirt")
 _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+# Compiled by re on first use, not on import: loading the driver stays cheap.
+_UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 _C_FUNCTIONS = c_functions()
 _OPTIONS = {
     "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
@@ -469,7 +470,7 @@ def _number(options: dict[str, Any], key: str, default: float) -> Any:
 
 
 def _is_uuid(ref: str) -> bool:
-    return _UUID.fullmatch(ref) is not None
+    return re.fullmatch(_UUID, ref) is not None
 
 
 def _naming_uri(error: PowerDriversError, shown_uri: str) -> PowerDriversError:
