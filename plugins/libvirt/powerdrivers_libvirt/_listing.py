@@ -87,7 +87,7 @@ class DomainLister:
     def __init__(self, reading_of: ReadingOf, c: CFunctions | None) -> None:
         self._reading_of = reading_of
         self._c = c
-        self._uuid_texts: dict[Hashable, str] = {}
+        self._uuid_texts = _UuidTexts()
         self._previous_count = 0
         self._previous_asked = False
         self._overlap = _OverlapThread()
@@ -105,13 +105,13 @@ class DomainLister:
         if c is None or handle_of_conn is None:
             managed = self._managed_saves(lambda: _managed_through_api(conn))
             records = conn.getAllDomainStats(_STATE_STATS)
-            return self._readings(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, str, managed)
+            return self._readings(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
         managed = self._managed_saves(lambda: _managed_through_c(c, handle_of_conn))
         records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
         if records is None:
             raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
         try:
-            return self._readings(records, c.domain_uuid, c.domain_name, _uuid_text, managed)
+            return self._readings(records, c.domain_uuid, c.domain_name, managed)
         finally:
             free = c.domain_free
             for handle, _ in records:
@@ -138,60 +138,52 @@ class DomainLister:
         records: list[tuple[Any, dict[str, Any]]],
         raw_uuid: Callable[[Any], Any],
         name_of: Callable[[Any], Any],
-        uuid_text: Callable[[Any], str],
         managed_saves: _Query,
     ) -> list[InstanceReading]:
-        # Per domain, only C code runs (map, itemgetter, the libvirtmod calls): readings
-        # differ per domain only in id and name, and the rest of each reading (its
-        # "tail") is built once per distinct (state, reason) and shared.
+        # Per domain, only C code runs (map, itemgetter, dict lookups, the libvirtmod
+        # calls), and nothing per domain outlives the listing but its reading. Readings
+        # differ per domain only in id and name: the rest (the "tail") is built once per
+        # distinct (state, reason) and shared.
         observed_at = datetime.now(UTC)
-        handles = list(map(_first, records))
-        raws = list(map(raw_uuid, handles))
-        if None in raws:
-            raise libvirt.libvirtError("virDomainGetUUID() failed")
-        names = list(map(name_of, handles))
-        keys = list(map(_state_and_reason, map(_second, records)))
-        tails = {key: self._tail(key, False, observed_at) for key in set(keys)}
-        shared_tails = list(map(tails.__getitem__, keys))
-        maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
-        self._previous_asked = bool(maybe_saved)
-        if maybe_saved:
-            self._mark_managed_saves(managed_saves(), raws, keys, maybe_saved, shared_tails, observed_at)
         texts = self._uuid_texts
         if len(texts) > max(_REMEMBERED_UUIDS, 2 * len(records)):
             texts.clear()
-        ids = list(map(texts.get, raws))
-        if None in ids:
-            for index, known in enumerate(ids):
-                if known is None:
-                    ids[index] = texts[raws[index]] = uuid_text(raws[index])
+        handles = list(map(_first, records))
+        ids = list(map(texts.__getitem__, map(raw_uuid, handles)))
+        names = list(map(name_of, handles))
+        tails = _TailsByKey(lambda key: self._tail(key, False, observed_at))
+        shared_tails = list(map(tails.__getitem__, map(_state_and_reason, map(_second, records))))
+        maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
+        self._previous_asked = bool(maybe_saved)
         self._previous_count = len(records)
+        if maybe_saved:
+            managed = managed_saves()
+            if managed:
+                self._mark_managed_saves(
+                    {texts[raw] for raw in managed}, ids, records, maybe_saved, shared_tails, observed_at
+                )
         return list(
             map(tuple.__new__, repeat(InstanceReading), map(add, zip(ids, names, strict=True), shared_tails))
         )
 
     def _mark_managed_saves(
         self,
-        managed: set[Hashable],
-        raws: list[Any],
-        keys: list[tuple[int, int]],
+        managed: set[str],
+        ids: list[str],
+        records: list[tuple[Any, dict[str, Any]]],
         maybe_saved: set[tuple[int, int]],
         tails: list[tuple[Any, ...]],
         observed_at: datetime,
     ) -> None:
         """Give each domain that has a managed-save image the tail that says so."""
-        if not managed:
-            return
-        position = dict(zip(raws, count()))
-        saved_tails: dict[tuple[int, int], tuple[Any, ...]] = {}
-        for raw in managed:
-            index = position.get(raw)
-            if index is None or keys[index] not in maybe_saved:
+        position = dict(zip(ids, count()))
+        for domain_id in managed:
+            index = position.get(domain_id)
+            if index is None:
                 continue
-            key = keys[index]
-            if key not in saved_tails:
-                saved_tails[key] = self._tail(key, True, observed_at)
-            tails[index] = saved_tails[key]
+            key = _state_and_reason(records[index][1])
+            if key in maybe_saved:
+                tails[index] = self._tail(key, True, observed_at)
 
     def _tail(self, key: tuple[int, int], managed_save: bool, observed_at: datetime) -> tuple[Any, ...]:
         """Return a reading's fields after id and name; all but ``observed_at`` are remembered."""
@@ -215,6 +207,30 @@ def _managed_through_c(c: CFunctions, handle_of_conn: Any) -> set[Hashable]:
     finally:
         for handle in handles:
             c.domain_free(handle)
+
+
+class _UuidTexts(dict[Hashable, str]):
+    """Each domain's UUID, raw (16 bytes) or text, and its text, made on the first lookup."""
+
+    def __missing__(self, raw: Hashable) -> str:
+        if isinstance(raw, bytes):
+            text = self[raw] = _uuid_text(raw)
+            return text
+        if isinstance(raw, str):
+            return raw
+        raise libvirt.libvirtError("virDomainGetUUID() failed")
+
+
+class _TailsByKey(dict[tuple[int, int], tuple[Any, ...]]):
+    """The shared tail of each (state, reason), built on the first lookup."""
+
+    def __init__(self, build: Callable[[tuple[int, int]], tuple[Any, ...]]) -> None:
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: tuple[int, int]) -> tuple[Any, ...]:
+        tail = self[key] = self._build(key)
+        return tail
 
 
 class _Job:

@@ -147,3 +147,17 @@ def test_c_functions_are_the_libvirtmod_ones() -> None:
     c = c_functions()
     assert isinstance(c, CFunctions)
     assert all(callable(function) for function in c)
+
+
+def test_a_domain_without_a_uuid_is_a_typed_error_and_leaks_nothing(
+    driver: LibvirtDriver, node_uri: str
+) -> None:
+    c = c_functions()
+    assert c is not None
+    driver._lister = DomainLister(driver._reading_of, c._replace(domain_uuid=lambda _handle: None))
+    with pytest.raises(HypervisorError, match="virDomainGetUUID"):
+        driver.list_instances()
+    conn = libvirt.open(node_uri)
+    with pytest.raises(libvirt.libvirtError):
+        DomainLister(driver._reading_of, c._replace(domain_uuid=lambda _handle: None)).read_all(conn)
+    assert conn.close() == 0
