@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import libvirt
 
@@ -31,17 +31,17 @@ from powerdrivers import (
 )
 from powerdrivers_libvirt._errors import code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
-from powerdrivers_libvirt._events import event_meaning
-from powerdrivers_libvirt._listing import DomainLister, c_functions
 from powerdrivers_libvirt._states import MANAGED_SAVE, NATIVE_STATES, native_names
 from powerdrivers_libvirt._uri import check_uri
+
+if TYPE_CHECKING:
+    from powerdrivers_libvirt._listing import DomainLister
 
 _LOG = logging.getLogger("powerdrivers.libvirt")
 _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 # Compiled by re on first use, not on import: loading the driver stays cheap.
 _UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-_C_FUNCTIONS = c_functions()
 _OPTIONS = {
     "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
     "poll_interval",
@@ -87,7 +87,7 @@ class LibvirtDriver(Driver):
         self._broken = False
         self._callbacks: list[int] = []
         self._events_wanted = False
-        self._lister = DomainLister(self._reading_of, _C_FUNCTIONS)
+        self._lister: DomainLister | None = None
         ensure_event_loop()
         self._conn = self._open()
 
@@ -184,7 +184,16 @@ class LibvirtDriver(Driver):
     # -- reading --------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
-        return self._call(self._lister.read_all)
+        lister = self._lister
+        if lister is None:
+            with self._lock:
+                if self._lister is None:
+                    # Only listing needs the bulk-listing machinery: loading the driver stays cheap.
+                    from powerdrivers_libvirt._listing import DomainLister, c_functions
+
+                    self._lister = DomainLister(self._reading_of, c_functions())
+                lister = self._lister
+        return self._call(lister.read_all)
 
     def _read_one(self, ref: str) -> InstanceReading:
         def work(conn: libvirt.virConnect) -> InstanceReading:
@@ -387,6 +396,8 @@ class LibvirtDriver(Driver):
     def _lifecycle(
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _: object
     ) -> None:
+        from powerdrivers_libvirt._events import event_meaning  # only event delivery needs the table
+
         meaning = event_meaning(event, detail)
         if isinstance(meaning, str):
             _LOG.warning("libvirt: %s on %s; ignored", meaning, domain.name())
@@ -417,7 +428,8 @@ class LibvirtDriver(Driver):
     # -- lifecycle --------------------------------------------------------------------
 
     def _close(self) -> None:
-        self._lister.close()
+        if self._lister is not None:
+            self._lister.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:

@@ -44,9 +44,16 @@ def _without_time(readings: list[InstanceReading]) -> dict[str, tuple[object, ..
     return {reading.id: tuple(reading)[:-1] for reading in readings}
 
 
+def test_loading_the_driver_leaves_the_listing_machinery_for_the_first_listing(node_uri: str) -> None:
+    with powerdrivers.load_driver("libvirt", node_uri) as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        assert loaded._lister is None
+
+
 def test_the_c_module_is_used_where_libvirt_python_has_it(driver: LibvirtDriver) -> None:
     assert c_functions() is not None
-    assert driver._lister.through_c_module
+    driver.list_instances()
+    assert driver._lister is not None and driver._lister.through_c_module
 
 
 def test_c_module_and_public_api_give_the_same_readings(driver: LibvirtDriver) -> None:
@@ -118,6 +125,7 @@ def test_closing_the_driver_ends_the_overlap_thread(node_uri: str) -> None:
         for _ in range(2):
             loaded.list_instances()
         assert any(t.name == "powerdrivers-libvirt-listing" for t in threading.enumerate())
+        assert loaded._lister is not None
         overlap = loaded._lister._overlap._thread
     assert overlap is not None
     overlap.join(timeout=5)
