@@ -15,7 +15,9 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
 	$(PIP) install -e . -e plugins/fake
 	touch $@
 
+# The libvirt plugin's C extension is built by its install: its sources count too.
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml) \
+		$(wildcard plugins/*/setup.py plugins/*/powerdrivers_*/*.c) \
 		docs/examples/powerdrivers-procs/pyproject.toml
 	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]' -e 'plugins/xen[test]' \
 		-e docs/examples/powerdrivers-procs

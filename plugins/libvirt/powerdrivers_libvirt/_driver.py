@@ -189,9 +189,9 @@ class LibvirtDriver(Driver):
             with self._lock:
                 if self._lister is None:
                     # Only listing needs the bulk-listing machinery: loading the driver stays cheap.
-                    from powerdrivers_libvirt._listing import DomainLister, c_functions
+                    from powerdrivers_libvirt._listing import DomainLister, bulk_module, c_functions
 
-                    self._lister = DomainLister(self._reading_of, c_functions())
+                    self._lister = DomainLister(self._reading_of, c_functions(), bulk_module())
                 lister = self._lister
         return self._call(lister.read_all)
 

@@ -1,15 +1,23 @@
-"""Listing every domain in one bulk call, at little more than the call's own cost.
+"""Listing every domain in one bulk call, at no more than the call's own cost.
 
-``virConnect.getAllDomainStats`` returns each domain as a Python
-``virDomain``, whose ``__init__`` and ``__del__`` run in Python, and
-``virDomain.UUIDString()`` has the C library format the UUID on each call.
-Over thousands of domains those per-domain costs add more than a third to the
-bulk call. So a listing calls the same C functions through ``libvirtmod``,
-libvirt-python's own extension module, which every libvirt-python has: the
-bulk call, then per domain handle its raw 16-byte UUID and its name, and the
-``virDomainFree`` that ``virDomain.__del__`` would have made. Each UUID is
-formatted once and remembered. Where ``libvirtmod`` lacks one of these
-functions, the public API does the same work with the same result.
+libvirt-python's ``getAllDomainStats`` returns each domain as a Python
+``virDomain`` (an ``__init__`` and a ``__del__`` in Python per domain), and
+naming a domain takes a Python-to-C call for its UUID, which releases and
+retakes the GIL, and one for its name. Over thousands of domains those costs
+add a third to the bulk call. So a listing takes the first of three paths
+that this installation has; all three give the same readings:
+
+``bulk``
+    This package's C module, ``_bulk`` (built from ``_bulk.c`` where a C
+    compiler and libvirt's headers are at hand, as libvirt-python's own build
+    needs): the bulk call and every domain's UUID, name, state and reason in
+    one call from C, on libvirt-python's own connection handle.
+``libvirtmod``
+    libvirt-python's own extension module, called directly: the bulk call,
+    then per domain handle its raw UUID (formatted once and remembered), its
+    name, and the ``virDomainFree`` that ``virDomain.__del__`` would make.
+``public``
+    libvirt-python's classes, where neither of the others is available.
 
 Whether a shut-off domain has a managed-save image is not in the bulk call's
 answer; a second call lists the domains that have one, only when some domain
@@ -19,11 +27,11 @@ could (see ``DomainLister._managed_saves``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from itertools import count, repeat
 from operator import add, itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import libvirt
 
@@ -42,10 +50,27 @@ _OVERLAP_FROM = 256
 
 #: Builds the reading of a (state, reason, has a managed-save image) at a time; id and name empty.
 ReadingOf = Callable[[int, int, bool, datetime], InstanceReading]
-_Query = Callable[[], set[Hashable]]
+_Query = Callable[[], set[str]]
 _first = itemgetter(0)
 _second = itemgetter(1)
 _state_and_reason = itemgetter("state.state", "state.reason")
+_row_state_and_reason = itemgetter(2, 3)
+
+
+class BulkModule(Protocol):
+    """The C module of this package, ``powerdrivers_libvirt._bulk``."""
+
+    def domain_states(self, conn_handle: Any, /) -> list[tuple[str, str, int, int]] | None:
+        """Every domain's (uuid, name, state, reason); None when libvirt fails."""
+
+
+def bulk_module() -> BulkModule | None:
+    """Return this package's C module, or None where it was not built."""
+    try:
+        from powerdrivers_libvirt import _bulk
+    except ImportError:
+        return None
+    return _bulk
 
 
 class CFunctions(NamedTuple):
@@ -84,9 +109,10 @@ class DomainLister:
     any number of threads.
     """
 
-    def __init__(self, reading_of: ReadingOf, c: CFunctions | None) -> None:
+    def __init__(self, reading_of: ReadingOf, c: CFunctions | None, bulk: BulkModule | None = None) -> None:
         self._reading_of = reading_of
         self._c = c
+        self._bulk = bulk
         self._uuid_texts = _UuidTexts()
         self._previous_count = 0
         self._previous_asked = False
@@ -94,28 +120,47 @@ class DomainLister:
         self._meanings: dict[tuple[tuple[int, int], bool], tuple[Any, ...]] = {}
 
     @property
-    def through_c_module(self) -> bool:
-        """Whether listings call ``libvirtmod`` directly."""
-        return self._c is not None
+    def path(self) -> str:
+        """How listings reach libvirt: ``"bulk"``, ``"libvirtmod"`` or ``"public"``."""
+        if self._bulk is not None:
+            return "bulk"
+        return "libvirtmod" if self._c is not None else "public"
 
     def read_all(self, conn: libvirt.virConnect) -> list[InstanceReading]:
         """Every domain's reading; libvirt errors propagate as ``libvirtError``."""
         c = self._c
         handle_of_conn = getattr(conn, "_o", None)
-        if c is None or handle_of_conn is None:
-            managed = self._managed_saves(lambda: _managed_through_api(conn))
-            records = conn.getAllDomainStats(_STATE_STATS)
-            return self._readings(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
-        managed = self._managed_saves(lambda: _managed_through_c(c, handle_of_conn))
+        if handle_of_conn is None or (c is None and self._bulk is None):
+            return self._read_public(conn)
+        managed = self._managed_saves(
+            (lambda: _managed_through_c(c, handle_of_conn)) if c else (lambda: _managed_through_api(conn))
+        )
+        if self._bulk is not None:
+            rows = self._bulk.domain_states(handle_of_conn)
+            if rows is None:
+                raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
+            return self._assemble(
+                list(map(_first, rows)),
+                list(map(_second, rows)),
+                map(_row_state_and_reason, rows),
+                lambda index: _row_state_and_reason(rows[index]),
+                managed,
+            )
+        assert c is not None
         records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
         if records is None:
             raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
         try:
-            return self._readings(records, c.domain_uuid, c.domain_name, managed)
+            return self._from_records(records, c.domain_uuid, c.domain_name, managed)
         finally:
             free = c.domain_free
             for handle, _ in records:
                 free(handle)
+
+    def _read_public(self, conn: libvirt.virConnect) -> list[InstanceReading]:
+        managed = self._managed_saves(lambda: _managed_through_api(conn))
+        records = conn.getAllDomainStats(_STATE_STATS)
+        return self._from_records(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
 
     def _managed_saves(self, query: _Query) -> _Query:
         """How this listing learns which domains have a managed-save image, if it must.
@@ -133,35 +178,47 @@ class DomainLister:
         """End the thread that overlaps queries, if one was started."""
         self._overlap.close()
 
-    def _readings(
+    def _from_records(
         self,
         records: list[tuple[Any, dict[str, Any]]],
         raw_uuid: Callable[[Any], Any],
         name_of: Callable[[Any], Any],
         managed_saves: _Query,
     ) -> list[InstanceReading]:
-        # Per domain, only C code runs (map, itemgetter, dict lookups, the libvirtmod
-        # calls), and nothing per domain outlives the listing but its reading. Readings
-        # differ per domain only in id and name: the rest (the "tail") is built once per
-        # distinct (state, reason) and shared.
-        observed_at = datetime.now(UTC)
         texts = self._uuid_texts
         if len(texts) > max(_REMEMBERED_UUIDS, 2 * len(records)):
             texts.clear()
         handles = list(map(_first, records))
-        ids = list(map(texts.__getitem__, map(raw_uuid, handles)))
-        names = list(map(name_of, handles))
+        return self._assemble(
+            list(map(texts.__getitem__, map(raw_uuid, handles))),
+            list(map(name_of, handles)),
+            map(_state_and_reason, map(_second, records)),
+            lambda index: _state_and_reason(records[index][1]),
+            managed_saves,
+        )
+
+    def _assemble(
+        self,
+        ids: list[str],
+        names: list[str],
+        keys: Iterator[tuple[int, int]],
+        key_at: Callable[[int], tuple[int, int]],
+        managed_saves: _Query,
+    ) -> list[InstanceReading]:
+        # Per domain, only C code runs (map, itemgetter, dict lookups), and nothing per
+        # domain outlives the listing but its reading. Readings differ per domain only in
+        # id and name: the rest (the "tail") is built once per distinct (state, reason)
+        # and shared.
+        observed_at = datetime.now(UTC)
         tails = _TailsByKey(lambda key: self._tail(key, False, observed_at))
-        shared_tails = list(map(tails.__getitem__, map(_state_and_reason, map(_second, records))))
+        shared_tails = list(map(tails.__getitem__, keys))
         maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
         self._previous_asked = bool(maybe_saved)
-        self._previous_count = len(records)
+        self._previous_count = len(ids)
         if maybe_saved:
             managed = managed_saves()
             if managed:
-                self._mark_managed_saves(
-                    {texts[raw] for raw in managed}, ids, records, maybe_saved, shared_tails, observed_at
-                )
+                self._mark_managed_saves(managed, ids, key_at, maybe_saved, shared_tails, observed_at)
         return list(
             map(tuple.__new__, repeat(InstanceReading), map(add, zip(ids, names, strict=True), shared_tails))
         )
@@ -170,7 +227,7 @@ class DomainLister:
         self,
         managed: set[str],
         ids: list[str],
-        records: list[tuple[Any, dict[str, Any]]],
+        key_at: Callable[[int], tuple[int, int]],
         maybe_saved: set[tuple[int, int]],
         tails: list[tuple[Any, ...]],
         observed_at: datetime,
@@ -181,7 +238,7 @@ class DomainLister:
             index = position.get(domain_id)
             if index is None:
                 continue
-            key = _state_and_reason(records[index][1])
+            key = key_at(index)
             if key in maybe_saved:
                 tails[index] = self._tail(key, True, observed_at)
 
@@ -194,16 +251,16 @@ class DomainLister:
         return (*meaning, observed_at)
 
 
-def _managed_through_api(conn: libvirt.virConnect) -> set[Hashable]:
+def _managed_through_api(conn: libvirt.virConnect) -> set[str]:
     return {domain.UUIDString() for domain in conn.listAllDomains(_MANAGED_SAVE_FILTER)}
 
 
-def _managed_through_c(c: CFunctions, handle_of_conn: Any) -> set[Hashable]:
+def _managed_through_c(c: CFunctions, handle_of_conn: Any) -> set[str]:
     handles = c.list_all_domains(handle_of_conn, _MANAGED_SAVE_FILTER)
     if handles is None:
         raise libvirt.libvirtError("virConnectListAllDomains() failed")
     try:
-        return {c.domain_uuid(handle) for handle in handles}
+        return {_UuidTexts()[c.domain_uuid(handle)] for handle in handles}
     finally:
         for handle in handles:
             c.domain_free(handle)
@@ -240,7 +297,7 @@ class _Job:
 
     def __init__(self, query: _Query) -> None:
         self._query = query
-        self._answer: set[Hashable] = set()
+        self._answer: set[str] = set()
         self._error: BaseException | None = None
         self._done = threading.Lock()
         self._done.acquire()
@@ -254,7 +311,7 @@ class _Job:
         finally:
             self._done.release()
 
-    def result(self) -> set[Hashable]:
+    def result(self) -> set[str]:
         """Wait for the query; return its answer, or raise its exception."""
         with self._done:
             pass

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from libvirt_support.nodes import RUNSTATES, node_xml
+from libvirt_support.nodes import RUNSTATES, node_xml, require_real
 from powerdrivers_libvirt import LibvirtDriver
-from powerdrivers_libvirt._listing import CFunctions, DomainLister, _uuid_text, c_functions
+from powerdrivers_libvirt._listing import CFunctions, DomainLister, _uuid_text, bulk_module, c_functions
 
 import powerdrivers
 from powerdrivers import HypervisorError, InstanceReading, PowerState
@@ -50,32 +50,49 @@ def test_loading_the_driver_leaves_the_listing_machinery_for_the_first_listing(n
         assert loaded._lister is None
 
 
-def test_the_c_module_is_used_where_libvirt_python_has_it(driver: LibvirtDriver) -> None:
+def test_the_bulk_c_module_is_built_and_used(driver: LibvirtDriver) -> None:
+    # The extension builds wherever libvirt-python does (same compiler and headers);
+    # under CI its absence is a failure, not a quiet fallback.
+    require_real("powerdrivers_libvirt._bulk", bulk_module() is not None, "the C extension was not built")
     assert c_functions() is not None
     driver.list_instances()
-    assert driver._lister is not None and driver._lister.through_c_module
+    assert driver._lister is not None and driver._lister.path == "bulk"
 
 
-def test_c_module_and_public_api_give_the_same_readings(driver: LibvirtDriver) -> None:
+def _listers(driver: LibvirtDriver) -> dict[str, DomainLister]:
+    listers = {
+        "libvirtmod": DomainLister(driver._reading_of, c_functions()),
+        "public": DomainLister(driver._reading_of, None),
+    }
+    bulk = bulk_module()
+    if bulk is not None:
+        listers["bulk"] = DomainLister(driver._reading_of, c_functions(), bulk)
+    for path, lister in listers.items():
+        assert lister.path == path
+    return listers
+
+
+def test_every_path_gives_the_same_readings(driver: LibvirtDriver) -> None:
     conn = driver._connection()
-    public = DomainLister(driver._reading_of, None)
-    assert not public.through_c_module
+    listers = _listers(driver)
     for _ in range(3):  # the first listing asks for managed saves in line, later ones beside
-        through_c = driver.list_instances()
-        assert _without_time(through_c) == _without_time(public.read_all(conn))
-    assert len(through_c) == COUNT
-    assert all(type(reading) is InstanceReading for reading in through_c)
-    by_name = {reading.name: reading for reading in through_c}
-    for name in SAVED:
-        assert by_name[name].power_state is PowerState.SUSPENDED
-        assert by_name[name].native_reason == "managed_save"
-    # The node's other shut-off domains say "unknown" and have no image: plain off.
-    assert by_name["d00002"].power_state is PowerState.SHUTOFF
-    assert by_name["d00002"].native_reason == "unknown"
-    one_time = {reading.observed_at for reading in through_c}
-    assert len(one_time) == 1
-    expected = {d.UUIDString(): d.name() for d in conn.listAllDomains(0)}
-    assert {reading.id: reading.name for reading in through_c} == expected
+        by_path = {path: lister.read_all(conn) for path, lister in listers.items()}
+        expected = _without_time(by_path["public"])
+        for readings in by_path.values():
+            assert _without_time(readings) == expected
+    for path, readings in [("driver", driver.list_instances()), *by_path.items()]:
+        assert len(readings) == COUNT, path
+        assert all(type(reading) is InstanceReading for reading in readings)
+        assert len({reading.observed_at for reading in readings}) == 1
+        by_name = {reading.name: reading for reading in readings}
+        for name in SAVED:
+            assert by_name[name].power_state is PowerState.SUSPENDED
+            assert by_name[name].native_reason == "managed_save"
+        # The node's other shut-off domains say "unknown" and have no image: plain off.
+        assert by_name["d00002"].power_state is PowerState.SHUTOFF
+        assert by_name["d00002"].native_reason == "unknown"
+    expected_names = {d.UUIDString(): d.name() for d in conn.listAllDomains(0)}
+    assert {reading.id: reading.name for reading in by_path["public"]} == expected_names
 
 
 def test_a_removed_image_is_noticed_by_the_next_listing(driver: LibvirtDriver) -> None:
@@ -87,36 +104,58 @@ def test_a_removed_image_is_noticed_by_the_next_listing(driver: LibvirtDriver) -
 
 
 def test_listings_free_every_domain_handle(driver: LibvirtDriver, node_uri: str) -> None:
-    conn = libvirt.open(node_uri)
-    lister = DomainLister(driver._reading_of, c_functions())
-    for _ in range(3):
-        assert len(lister.read_all(conn)) == COUNT
-    lister.close()
-    # virConnectClose answers how many references remain: each leaked domain handle holds one.
-    assert conn.close() == 0
+    for path, lister in _listers(driver).items():
+        conn = libvirt.open(node_uri)
+        for _ in range(3):
+            assert len(lister.read_all(conn)) == COUNT
+        lister.close()
+        # virConnectClose answers how many references remain: each leaked domain handle holds one.
+        assert conn.close() == 0, path
 
 
 def test_a_failing_listing_frees_every_domain_handle_too(driver: LibvirtDriver, node_uri: str) -> None:
     def broken(state: int, reason: int, managed_save: bool, observed_at: object) -> InstanceReading:
         raise RuntimeError("boom")
 
-    conn = libvirt.open(node_uri)
-    lister = DomainLister(broken, c_functions())
-    with pytest.raises(RuntimeError, match="boom"):
-        lister.read_all(conn)
-    assert conn.close() == 0
+    for path, lister in _listers(driver).items():
+        lister._reading_of = broken
+        conn = libvirt.open(node_uri)
+        with pytest.raises(RuntimeError, match="boom"):
+            lister.read_all(conn)
+        assert conn.close() == 0, path
 
 
-def test_a_failing_managed_save_query_is_a_typed_error(driver: LibvirtDriver) -> None:
+def test_a_failing_bulk_call_is_a_typed_error(driver: LibvirtDriver) -> None:
+    class Failing:
+        def domain_states(self, _handle: object, /) -> None:
+            return None
+
+    driver._lister = DomainLister(driver._reading_of, c_functions(), Failing())
+    with pytest.raises(HypervisorError):
+        driver.list_instances()
+
+
+@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "libvirtmod"])
+def test_a_failing_managed_save_query_is_a_typed_error(driver: LibvirtDriver, with_bulk: bool) -> None:
     c = c_functions()
     assert c is not None
     failing = c._replace(list_all_domains=lambda _conn, _flags: None)
-    driver._lister = DomainLister(driver._reading_of, failing)
+    driver._lister = DomainLister(driver._reading_of, failing, bulk_module() if with_bulk else None)
     for _ in range(2):  # in line, then on the overlap thread
         with pytest.raises(HypervisorError):
             driver.list_instances()
         driver._lister._previous_asked = True
         driver._lister._previous_count = COUNT
+
+
+def test_the_bulk_module_refuses_what_is_not_a_connection_handle(driver: LibvirtDriver) -> None:
+    bulk = bulk_module()
+    require_real("powerdrivers_libvirt._bulk", bulk is not None, "the C extension was not built")
+    assert bulk is not None
+    domain = driver._connection().listAllDomains(0)[0]
+    for wrong in (object(), domain._o):
+        with pytest.raises((TypeError, ValueError)):
+            bulk.domain_states(wrong)
 
 
 def test_closing_the_driver_ends_the_overlap_thread(node_uri: str) -> None:
