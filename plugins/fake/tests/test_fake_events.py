@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from fake_helpers import DriverFactory, EventLog, wait_until
 from powerdrivers_fake import FakeDriver
+from powerdrivers_fake._store import MemoryStore
 
 from powerdrivers import (
     Event,
@@ -260,3 +261,15 @@ def test_subscribe_after_close_is_refused(demo_driver: FakeDriver) -> None:
     demo_driver.close()
     with pytest.raises(HypervisorConnectionError):
         demo_driver.subscribe(EventLog())
+
+
+def test_in_memory_nothing_is_logged_while_no_one_listens(demo_driver: FakeDriver) -> None:
+    store = demo_driver._store
+    assert isinstance(store, MemoryStore)
+    logged = len(store.committed["events"])
+    demo_driver.pause("web-1")
+    demo_driver.unpause("web-1")
+    assert len(store.committed["events"]) == logged
+    demo_driver.subscribe(EventLog())
+    demo_driver.pause("web-1")
+    assert len(store.committed["events"]) == logged + 1

@@ -31,7 +31,10 @@ uuid_text(const unsigned char *raw)
     return PyUnicode_FromStringAndSize(text, out - text);
 }
 
-/* (uuid, name, state, reason) for one stats record; NULL with an exception set on failure. */
+/*
+ * (uuid, name, state, reason) for one stats record. NULL on failure: with a Python
+ * exception set, or, where libvirt failed (its error recorded), without one.
+ */
 static PyObject *
 record_row(virDomainStatsRecordPtr record)
 {
@@ -40,10 +43,8 @@ record_row(virDomainStatsRecordPtr record)
     int reason = -1;
     const char *name = virDomainGetName(record->dom);
 
-    if (name == NULL || virDomainGetUUID(record->dom, raw) < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "libvirt could not name a domain of its own listing");
+    if (name == NULL || virDomainGetUUID(record->dom, raw) < 0)
         return NULL;
-    }
     for (int i = 0; i < record->nparams; i++) {
         virTypedParameterPtr param = &record->params[i];
         if (param->type != VIR_TYPED_PARAM_INT)
@@ -78,7 +79,8 @@ PyDoc_STRVAR(domain_states_doc,
 "Return [(uuid, name, state, reason), ...] for every domain of the connection whose\n"
 "libvirt-python handle (virConnect._o) is given, from one virConnectGetAllDomainStats\n"
 "call; state and reason are libvirt's numbers (-1 where the record lacks one). Return\n"
-"None when libvirt fails: libvirt.libvirtError() then reads why.");
+"None when libvirt fails, in the call or naming a domain: libvirt.libvirtError() then\n"
+"reads why.");
 
 static PyObject *
 domain_states(PyObject *module, PyObject *handle)
@@ -102,6 +104,8 @@ domain_states(PyObject *module, PyObject *handle)
             PyObject *row = record_row(records[i]);
             if (row == NULL) {
                 Py_CLEAR(rows);
+                if (!PyErr_Occurred())
+                    rows = Py_NewRef(Py_None);
                 break;
             }
             PyList_SET_ITEM(rows, i, row);

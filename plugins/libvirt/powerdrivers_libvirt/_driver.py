@@ -31,7 +31,7 @@ from powerdrivers import (
 )
 from powerdrivers_libvirt._errors import code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
-from powerdrivers_libvirt._states import MANAGED_SAVE, NATIVE_STATES, native_names
+from powerdrivers_libvirt._states import MANAGED_SAVE, MAYBE_SAVED_REASONS, NATIVE_STATES, native_names
 from powerdrivers_libvirt._uri import check_uri
 
 if TYPE_CHECKING:
@@ -199,7 +199,9 @@ class LibvirtDriver(Driver):
         def work(conn: libvirt.virConnect) -> InstanceReading:
             domain = self._lookup(conn, ref)
             state, reason = domain.state()
-            managed = state == _SHUTOFF and bool(domain.hasManagedSaveImage(0))
+            managed = (
+                state == _SHUTOFF and reason in MAYBE_SAVED_REASONS and bool(domain.hasManagedSaveImage(0))
+            )
             return self._reading(domain, state, reason, managed)
 
         return self._call(work)
@@ -428,10 +430,11 @@ class LibvirtDriver(Driver):
     # -- lifecycle --------------------------------------------------------------------
 
     def _close(self) -> None:
-        if self._lister is not None:
-            self._lister.close()
         with self._lock:
             conn, self._conn = self._conn, None
+            lister = self._lister
+        if lister is not None:
+            lister.close()
         if conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.unregisterCloseCallback()

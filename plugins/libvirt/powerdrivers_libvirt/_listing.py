@@ -26,7 +26,9 @@ could (see ``DomainLister._managed_saves``).
 
 from __future__ import annotations
 
+import queue
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from itertools import count, repeat
@@ -36,12 +38,11 @@ from typing import Any, NamedTuple, Protocol
 import libvirt
 
 from powerdrivers import InstanceReading
+from powerdrivers_libvirt._states import MAYBE_SAVED_REASONS
 
 _STATE_STATS = libvirt.VIR_DOMAIN_STATS_STATE
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
-#: Only a domain shut off by a save, or whose reason libvirt forgot across a daemon
-#: restart, can have a managed-save image.
-_MAYBE_SAVED = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
+_MAYBE_SAVED = MAYBE_SAVED_REASONS
 _MANAGED_SAVE_FILTER = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
 #: Remembered UUID texts beyond this (or twice the last listing) start afresh.
 _REMEMBERED_UUIDS = 4096
@@ -55,6 +56,10 @@ _first = itemgetter(0)
 _second = itemgetter(1)
 _state_and_reason = itemgetter("state.state", "state.reason")
 _row_state_and_reason = itemgetter(2, 3)
+
+
+def _lenient_state_and_reason(stats: dict[str, Any]) -> tuple[int, int]:
+    return stats.get("state.state", -1), stats.get("state.reason", -1)
 
 
 class BulkModule(Protocol):
@@ -117,6 +122,8 @@ class DomainLister:
         self._previous_count = 0
         self._previous_asked = False
         self._overlap = _OverlapThread()
+        # A lister dropped without close() still lets its thread end.
+        weakref.finalize(self, self._overlap.close)
         self._meanings: dict[tuple[tuple[int, int], bool], tuple[Any, ...]] = {}
 
     @property
@@ -132,47 +139,60 @@ class DomainLister:
         handle_of_conn = getattr(conn, "_o", None)
         if handle_of_conn is None or (c is None and self._bulk is None):
             return self._read_public(conn)
-        managed = self._managed_saves(
-            (lambda: _managed_through_c(c, handle_of_conn)) if c else (lambda: _managed_through_api(conn))
+        # The closures hold conn itself, so that its handle outlives any query on it.
+        job, managed = self._managed_saves(
+            (lambda: _managed_through_c(c, conn._o)) if c else (lambda: _managed_through_api(conn))
         )
-        if self._bulk is not None:
-            rows = self._bulk.domain_states(handle_of_conn)
-            if rows is None:
-                raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
-            return self._assemble(
-                list(map(_first, rows)),
-                list(map(_second, rows)),
-                map(_row_state_and_reason, rows),
-                lambda index: _row_state_and_reason(rows[index]),
-                managed,
-            )
-        assert c is not None
-        records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
-        if records is None:
-            raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
         try:
-            return self._from_records(records, c.domain_uuid, c.domain_name, managed)
+            if self._bulk is not None:
+                rows = self._bulk.domain_states(handle_of_conn)
+                if rows is None:
+                    raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
+                return self._assemble(
+                    list(map(_first, rows)),
+                    list(map(_second, rows)),
+                    map(_row_state_and_reason, rows),
+                    lambda index: _row_state_and_reason(rows[index]),
+                    managed,
+                )
+            assert c is not None
+            records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
+            if records is None:
+                raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
+            try:
+                return self._from_records(records, c.domain_uuid, c.domain_name, managed)
+            finally:
+                free = c.domain_free
+                for handle, _ in records:
+                    free(handle)
         finally:
-            free = c.domain_free
-            for handle, _ in records:
-                free(handle)
+            # No query outlives its listing, even one whose answer went unused.
+            if job is not None:
+                job.wait()
 
     def _read_public(self, conn: libvirt.virConnect) -> list[InstanceReading]:
-        managed = self._managed_saves(lambda: _managed_through_api(conn))
-        records = conn.getAllDomainStats(_STATE_STATS)
-        return self._from_records(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
+        job, managed = self._managed_saves(lambda: _managed_through_api(conn))
+        try:
+            records = conn.getAllDomainStats(_STATE_STATS)
+            return self._from_records(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
+        finally:
+            if job is not None:
+                job.wait()
 
-    def _managed_saves(self, query: _Query) -> _Query:
+    def _managed_saves(self, query: _Query) -> tuple[_Job | None, _Query]:
         """How this listing learns which domains have a managed-save image, if it must.
 
         The query visits every domain, at about a sixth of the bulk call's cost. A
         listing asks it only on meeting a domain that could have an image; where the
         previous listing was large and did, the query starts now, on a thread of its
-        own (see ``_OverlapThread``), so that it overlaps the bulk call.
+        own (see ``_OverlapThread``), so that it overlaps the bulk call. Returns the
+        job started, if any, and how to get the answer.
         """
         if self._previous_asked and self._previous_count >= _OVERLAP_FROM:
-            return self._overlap.submit(query) or query
-        return query
+            job = self._overlap.submit(query)
+            if job is not None:
+                return job, job.result
+        return None, query
 
     def close(self) -> None:
         """End the thread that overlaps queries, if one was started."""
@@ -189,11 +209,14 @@ class DomainLister:
         if len(texts) > max(_REMEMBERED_UUIDS, 2 * len(records)):
             texts.clear()
         handles = list(map(_first, records))
+        names = list(map(name_of, handles))
+        if None in names:
+            raise libvirt.libvirtError("virDomainGetName() failed")
         return self._assemble(
             list(map(texts.__getitem__, map(raw_uuid, handles))),
-            list(map(name_of, handles)),
+            names,
             map(_state_and_reason, map(_second, records)),
-            lambda index: _state_and_reason(records[index][1]),
+            lambda index: _lenient_state_and_reason(records[index][1]),
             managed_saves,
         )
 
@@ -211,7 +234,12 @@ class DomainLister:
         # and shared.
         observed_at = datetime.now(UTC)
         tails = _TailsByKey(lambda key: self._tail(key, False, observed_at))
-        shared_tails = list(map(tails.__getitem__, keys))
+        try:
+            shared_tails = list(map(tails.__getitem__, keys))
+        except KeyError:
+            # A record without its state or reason (a server that misbehaves): -1 for
+            # what is missing, which reads UNKNOWN with the numbers kept, as on the C path.
+            shared_tails = list(map(tails.__getitem__, map(key_at, range(len(ids)))))
         maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
         self._previous_asked = bool(maybe_saved)
         self._previous_count = len(ids)
@@ -311,53 +339,66 @@ class _Job:
         finally:
             self._done.release()
 
-    def result(self) -> set[str]:
-        """Wait for the query; return its answer, or raise its exception."""
+    def wait(self) -> None:
+        """Wait until the query has finished, however it ended."""
         with self._done:
             pass
+
+    def result(self) -> set[str]:
+        """Wait for the query; return its answer, or raise its exception."""
+        self.wait()
         if self._error is not None:
             raise self._error
         return self._answer
 
 
 class _OverlapThread:
-    """A thread, started on first use, that runs one query at a time beside the caller."""
+    """A thread, started on first use, that runs one query at a time beside the caller.
+
+    While it runs one, ``submit`` declines another (the caller runs its query in
+    line); after ``close`` it declines all, and the thread ends once its query is done.
+    """
 
     def __init__(self) -> None:
-        self._idle = threading.Lock()
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._job: _Job | None = None
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._busy = False
+        self._closed = False
 
-    def submit(self, query: _Query) -> _Query | None:
-        """Start ``query`` on the thread; None if it is busy with another (or closed)."""
-        if not self._idle.acquire(blocking=False):
-            return None
-        job = self._job = _Job(query)
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._serve, name="powerdrivers-libvirt-listing", daemon=True
-            )
-            self._thread.start()
-        self._go.release()
-        return job.result
+    def submit(self, query: _Query) -> _Job | None:
+        """Start ``query`` on the thread; None if it is busy, closed, or cannot start."""
+        with self._lock:
+            if self._busy or self._closed:
+                return None
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._serve, name="powerdrivers-libvirt-listing", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had: out of resources, or the interpreter is exiting
+                    return None
+                self._thread = thread
+            self._busy = True
+            job = _Job(query)
+            self._jobs.put(job)
+            return job
 
     def close(self) -> None:
-        """Let the thread end once its current query is done; later submits get None."""
-        self._idle.acquire()
-        if self._thread is not None:
-            self._job = None
-            self._go.release()
+        """Decline every later query; the thread ends once its current one is done."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._thread is not None:
+                self._jobs.put(None)
 
     def _serve(self) -> None:
-        while True:
-            self._go.acquire()
-            job, self._job = self._job, None
-            if job is None:
-                return
+        while (job := self._jobs.get()) is not None:
             job.run()
-            self._idle.release()
+            with self._lock:
+                self._busy = False
 
 
 def _uuid_text(raw: bytes) -> str:

@@ -51,6 +51,11 @@ NOT_REASONS = frozenset(
 
 MANAGED_SAVE = "managed_save"
 
+#: The shut-off reasons under which a domain is read as having a managed-save
+#: image, if it has one: shut off by a save, or for a reason libvirt forgot
+#: across a daemon restart. Listings and single reads apply the same rule.
+MAYBE_SAVED_REASONS = frozenset({libvirt.VIR_DOMAIN_SHUTOFF_SAVED, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN})
+
 
 def _rows() -> list[NativeMapping]:
     rows = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,8 @@ def _listers(driver: LibvirtDriver) -> dict[str, DomainLister]:
 def test_every_path_gives_the_same_readings(driver: LibvirtDriver) -> None:
     conn = driver._connection()
     listers = _listers(driver)
+    for lister in listers.values():
+        lister._overlap.close()  # in line only: the overlap has tests of its own
     for _ in range(3):  # the first listing asks for managed saves in line, later ones beside
         by_path = {path: lister.read_all(conn) for path, lister in listers.items()}
         expected = _without_time(by_path["public"])
@@ -106,8 +110,9 @@ def test_a_removed_image_is_noticed_by_the_next_listing(driver: LibvirtDriver) -
 def test_listings_free_every_domain_handle(driver: LibvirtDriver, node_uri: str) -> None:
     for path, lister in _listers(driver).items():
         conn = libvirt.open(node_uri)
-        for _ in range(3):
+        for _ in range(3):  # the later ones with the managed-save query beside the bulk call
             assert len(lister.read_all(conn)) == COUNT
+        assert lister._overlap._thread is not None
         lister.close()
         # virConnectClose answers how many references remain: each leaked domain handle holds one.
         assert conn.close() == 0, path
@@ -122,6 +127,7 @@ def test_a_failing_listing_frees_every_domain_handle_too(driver: LibvirtDriver, 
         conn = libvirt.open(node_uri)
         with pytest.raises(RuntimeError, match="boom"):
             lister.read_all(conn)
+        lister.close()
         assert conn.close() == 0, path
 
 
@@ -146,6 +152,7 @@ def test_a_failing_managed_save_query_is_a_typed_error(driver: LibvirtDriver, wi
             driver.list_instances()
         driver._lister._previous_asked = True
         driver._lister._previous_count = COUNT
+    assert driver._lister._overlap._thread is not None
 
 
 def test_the_bulk_module_refuses_what_is_not_a_connection_handle(driver: LibvirtDriver) -> None:
@@ -208,3 +215,127 @@ def test_a_domain_without_a_uuid_is_a_typed_error_and_leaks_nothing(
     with pytest.raises(libvirt.libvirtError):
         DomainLister(driver._reading_of, c._replace(domain_uuid=lambda _handle: None)).read_all(conn)
     assert conn.close() == 0
+
+
+def _overlapping(driver: LibvirtDriver, c: CFunctions, bulk: bool = True) -> DomainLister:
+    """A lister whose next listing starts its managed-save query on the overlap thread."""
+    lister = DomainLister(driver._reading_of, c, bulk_module() if bulk else None)
+    lister._previous_asked = True
+    lister._previous_count = COUNT
+    return lister
+
+
+@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "libvirtmod"])
+def test_no_managed_save_query_outlives_its_listing(tmp_path: Path, with_bulk: bool) -> None:
+    # Every domain runs, so this listing never needs the query's answer: it must still
+    # wait for the query before returning, or the query could run on a connection its
+    # caller has since closed.
+    path = tmp_path / "running.xml"
+    path.write_text(node_xml([(f"r{i:03d}", "running") for i in range(20)]))
+    c = c_functions()
+    assert c is not None
+    finished: list[float] = []
+
+    def slow_query(handle: object, flags: int) -> object:
+        time.sleep(0.3)
+        answer = c.list_all_domains(handle, flags)
+        finished.append(time.monotonic())
+        return answer
+
+    with powerdrivers.load_driver("libvirt", f"test://{path}") as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        lister = _overlapping(loaded, c._replace(list_all_domains=slow_query), with_bulk)
+        conn = loaded._connection()
+        assert len(lister.read_all(conn)) == 20
+        returned = time.monotonic()
+        assert finished and finished[0] <= returned
+        assert not lister._previous_asked  # nothing here could have an image
+        lister.close()
+
+
+def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
+    driver: LibvirtDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = c_functions()
+    assert c is not None
+    lister = _overlapping(driver, c)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    readings = lister.read_all(driver._connection())
+    assert sum(r.native_reason == "managed_save" for r in readings) == len(SAVED)
+    assert lister._overlap._thread is None
+    monkeypatch.undo()
+    # Still usable, and closing does not wait for anything.
+    assert lister._overlap.submit(set) is not None
+    began = time.monotonic()
+    lister.close()
+    assert time.monotonic() - began < 1
+
+
+def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDriver) -> None:
+    c = c_functions()
+    assert c is not None
+    lister = _overlapping(driver, c)
+    lister.read_all(driver._connection())
+    thread = lister._overlap._thread
+    assert thread is not None and thread.is_alive()
+    lister.close()
+    assert lister._overlap.submit(set) is None
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    # Listings still work, asking in line.
+    assert sum(r.native_reason == "managed_save" for r in lister.read_all(driver._connection())) == len(SAVED)
+
+
+def test_a_dropped_lister_lets_its_thread_end(driver: LibvirtDriver) -> None:
+    c = c_functions()
+    assert c is not None
+    lister = _overlapping(driver, c)
+    lister.read_all(driver._connection())
+    thread = lister._overlap._thread
+    assert thread is not None
+    del lister
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_one_driver_lists_from_many_threads_at_once(driver: LibvirtDriver) -> None:
+    expected = _without_time(driver.list_instances())
+    results: list[dict[str, tuple[object, ...]]] = []
+    errors: list[BaseException] = []
+
+    def list_often() -> None:
+        try:
+            for _ in range(10):
+                results.append(_without_time(driver.list_instances()))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=list_often) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert len(results) == 40 and all(result == expected for result in results)
+
+
+def test_a_record_without_its_reason_reads_unknown_with_the_number_kept(driver: LibvirtDriver) -> None:
+    c = c_functions()
+    assert c is not None
+
+    def without_reasons(handle: object, stats: int, flags: int) -> object:
+        records = c.get_all_domain_stats(handle, stats, flags)
+        for _, record in records:
+            record.pop("state.reason", None)
+        return records
+
+    lister = DomainLister(driver._reading_of, c._replace(get_all_domain_stats=without_reasons))
+    readings = lister.read_all(driver._connection())
+    lister.close()
+    assert len(readings) == COUNT
+    assert {r.native_reason for r in readings} == {"-1"}
