@@ -109,9 +109,10 @@ def c_functions() -> CFunctions | None:
 class DomainLister:
     """Reads every domain of a connection as canonical readings, in one bulk call.
 
-    ``c`` is the ``libvirtmod`` functions to call, or None to use libvirt-python's
-    public API; both give the same readings. One lister serves one driver, from
-    any number of threads.
+    ``bulk`` is this package's C module and ``c`` libvirt-python's ``libvirtmod``
+    functions; a listing takes the first of them that is not None, else the
+    public API (see :attr:`path`), and all give the same readings. One lister
+    serves one driver, from any number of threads.
     """
 
     def __init__(self, reading_of: ReadingOf, c: CFunctions | None, bulk: BulkModule | None = None) -> None:
