@@ -217,8 +217,10 @@ def test_a_domain_without_a_uuid_is_a_typed_error_and_leaks_nothing(
     assert conn.close() == 0
 
 
-def _overlapping(driver: LibvirtDriver, c: CFunctions, bulk: bool = True) -> DomainLister:
+def _overlapping(driver: LibvirtDriver, c: CFunctions | None = None, bulk: bool = True) -> DomainLister:
     """A lister whose next listing starts its managed-save query on the overlap thread."""
+    c = c or c_functions()
+    assert c is not None
     lister = DomainLister(driver._reading_of, c, bulk_module() if bulk else None)
     lister._previous_asked = True
     lister._previous_count = COUNT
@@ -256,9 +258,7 @@ def test_no_managed_save_query_outlives_its_listing(tmp_path: Path, with_bulk: b
 def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
     driver: LibvirtDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    c = c_functions()
-    assert c is not None
-    lister = _overlapping(driver, c)
+    lister = _overlapping(driver)
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
@@ -276,9 +276,7 @@ def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
 
 
 def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDriver) -> None:
-    c = c_functions()
-    assert c is not None
-    lister = _overlapping(driver, c)
+    lister = _overlapping(driver)
     lister.read_all(driver._connection())
     thread = lister._overlap._thread
     assert thread is not None and thread.is_alive()
@@ -291,9 +289,7 @@ def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDr
 
 
 def test_a_dropped_lister_lets_its_thread_end(driver: LibvirtDriver) -> None:
-    c = c_functions()
-    assert c is not None
-    lister = _overlapping(driver, c)
+    lister = _overlapping(driver)
     lister.read_all(driver._connection())
     thread = lister._overlap._thread
     assert thread is not None
