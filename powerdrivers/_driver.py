@@ -454,8 +454,7 @@ class Driver(abc.ABC):
         return reading._replace(transition=rule_for(operation).transition)
 
     def _require(self, operation: Operation) -> None:
-        if Capability.for_operation(operation) not in self.capabilities:
-            raise UnsupportedOperation(self.name, operation.value)
+        self._require_capability(Capability.for_operation(operation), operation.value)
 
     def _require_capability(self, capability: Capability, what: str) -> None:
         if capability not in self.capabilities:

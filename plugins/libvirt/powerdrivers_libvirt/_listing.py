@@ -42,7 +42,6 @@ from powerdrivers_libvirt._states import MAYBE_SAVED_REASONS
 
 _STATE_STATS = libvirt.VIR_DOMAIN_STATS_STATE
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
-_MAYBE_SAVED = MAYBE_SAVED_REASONS
 _MANAGED_SAVE_FILTER = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
 #: Remembered UUID texts beyond this (or twice the last listing) start afresh.
 _REMEMBERED_UUIDS = 4096
@@ -241,7 +240,7 @@ class DomainLister:
             # A record without its state or reason (a server that misbehaves): -1 for
             # what is missing, which reads UNKNOWN with the numbers kept, as on the C path.
             shared_tails = list(map(tails.__getitem__, map(key_at, range(len(ids)))))
-        maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in _MAYBE_SAVED}
+        maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in MAYBE_SAVED_REASONS}
         self._previous_asked = bool(maybe_saved)
         self._previous_count = len(ids)
         if maybe_saved:
