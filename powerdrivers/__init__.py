@@ -44,6 +44,14 @@ from powerdrivers._reading import InstanceReading
 from powerdrivers._secrets import Secret, redact_uri
 from powerdrivers._spec import InstanceSpec
 from powerdrivers._states import PowerState, Transition
+from powerdrivers._values import (
+    MAX_COUNT,
+    MAX_DURATION_S,
+    parse_boolean,
+    parse_count,
+    parse_duration,
+    parse_number,
+)
 from powerdrivers._vcpu import VcpuStats
 from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
 
@@ -51,6 +59,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "INTERFACE_VERSION",
+    "MAX_COUNT",
+    "MAX_DURATION_S",
     "NAMESPACE",
     "OPERATION_TABLE",
     "REQUIRED_CAPABILITIES",
@@ -96,6 +106,10 @@ __all__ = [
     "check_operation",
     "load_driver",
     "load_driver_class",
+    "parse_boolean",
+    "parse_count",
+    "parse_duration",
+    "parse_number",
     "redact_uri",
     "rule_for",
 ]
