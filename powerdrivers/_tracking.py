@@ -149,6 +149,19 @@ class OperationTracker:
         running = self._running.get(instance_id)
         return running[-1].operation if running else None
 
+    def own_operation(self, instance_id: str) -> Operation | None:
+        """Return the operation the calling thread is carrying out on ``instance_id``, if any.
+
+        A driver that records causes itself (the fake's shared event log)
+        asks this rather than :meth:`in_flight`: another thread's operation
+        on the same instance is not what the calling thread's change causes.
+        """
+        ident = threading.get_ident()
+        for entry in reversed(self._running.get(instance_id, ())):
+            if entry.thread == ident:
+                return entry.operation
+        return None
+
     def cause(
         self, instance_id: str, kind: EventKind, transition: Transition | None = None
     ) -> Operation | None:
