@@ -18,6 +18,7 @@ from powerdrivers._events import Event, EventHub, Listener, Subscription
 from powerdrivers._exceptions import (
     ConfigurationError,
     HypervisorConnectionError,
+    InstanceNotFound,
     InvalidOption,
     InvalidStateTransition,
     PowerDriversError,
@@ -36,6 +37,10 @@ from powerdrivers._vcpu import VcpuStats
 _LOG = logging.getLogger("powerdrivers.driver")
 
 _FROM_TRACKER: Final = object()
+#: Errors that say an operation was refused before it changed anything: it caused no event.
+_REFUSED: Final = (ConfigurationError, InstanceNotFound, InvalidStateTransition, UnsupportedOperation)
+#: Where the core reports a driver breaking its contract; the conformance kit fails on these.
+_CONTRACT_LOG = logging.getLogger("powerdrivers.contract")
 
 
 class Driver(abc.ABC):
@@ -152,14 +157,17 @@ class Driver(abc.ABC):
                 Operation.SHUTDOWN, Outcome.ALREADY_OFF, time.monotonic() - began, instance
             )
         off = threading.Event()
+        off_causes: list[Operation | None] = []
 
         def notice_off(event: Event) -> None:
             if event.instance_id == instance.id and (
                 event.power_state is PowerState.SHUTOFF or event.kind is EventKind.DELETED
             ):
+                off_causes.append(event.caused_by_operation)
                 off.set()
 
         deadline = began + timeout
+        mark = self._tracker.now()
         with self._track(instance, Operation.SHUTDOWN), self._hub.add(notice_off):
             current = instance
             # Only a running guest can act on the request: a paused one is forced
@@ -171,10 +179,20 @@ class Driver(abc.ABC):
                 self._request_shutdown(current)
                 off.wait(min(retry_interval, remaining))
                 current = self._read_one(instance.id)
-            graceful = current.power_state is PowerState.SHUTOFF
-            if not graceful and force:
+            stopped = current.power_state is PowerState.SHUTOFF
+            if not stopped and force:
                 self._force_off(current)
-        outcome = Outcome.GRACEFUL if graceful else Outcome.FORCED if force else Outcome.TIMED_OUT
+        # "Off" is not "the guest shut down": someone may have forced it meanwhile (another
+        # thread or process, or the shutdown this call joined when its timeout ran out).
+        forced_elsewhere = stopped and (
+            self.native_states.forced(current.native_state, current.native_reason)
+            or self._tracker.forced_since(instance.id, mark)
+            or any(cause is not None and rule_for(cause).forced for cause in off_causes)
+        )
+        if stopped and not forced_elsewhere:
+            outcome = Outcome.GRACEFUL
+        else:
+            outcome = Outcome.FORCED if stopped or force else Outcome.TIMED_OUT
         return OperationResult(
             Operation.SHUTDOWN, outcome, time.monotonic() - began, self.get_instance(instance.id)
         )
@@ -266,6 +284,7 @@ class Driver(abc.ABC):
             if self._closed:
                 return
             self._closed = True
+        self._hub.close()
         self._events_unneeded()
         self._close()
 
@@ -373,9 +392,12 @@ class Driver(abc.ABC):
         if not self._hub.has_listeners:
             return
         if caused_by is _FROM_TRACKER:
-            cause = self._tracker.cause(reading.id, kind, reading.transition) or self._tracker.cause(
-                reading.name, kind, reading.transition
+            forced = kind is EventKind.STOPPED and self.native_states.forced(
+                reading.native_state, reading.native_reason
             )
+            cause = self._tracker.cause(
+                reading.id, kind, reading.transition, forced=forced
+            ) or self._tracker.cause(reading.name, kind, reading.transition, forced=forced)
         else:
             cause = caused_by if isinstance(caused_by, Operation) else None
         self._hub.publish(Event.from_reading(kind, reading, cause))
@@ -428,7 +450,23 @@ class Driver(abc.ABC):
         check_operation(instance.name, operation, instance.power_state, instance.transition)
         with _Tracked(self, instance, operation):
             after = action(instance)
-        return after if after is not None else self.get_instance(instance.id)
+        if after is None:
+            return self.get_instance(instance.id)
+        result = rule_for(operation).result
+        if after.id != instance.id or (result is not None and after.power_state is not result):
+            # A primitive's reading is trusted only when it shows what the operation leads
+            # to; otherwise the driver is wrong (a stale reading), so ask the hypervisor.
+            _CONTRACT_LOG.warning(
+                "%s driver: _%s returned a reading of %s in state %s, not %s after %s; re-reading",
+                self.name,
+                operation.value,
+                after.id,
+                after.power_state.value,
+                result.value if result else "gone",
+                operation.value,
+            )
+            return self.get_instance(instance.id)
+        return after
 
     def _track(self, instance: InstanceReading, operation: Operation) -> _Tracked:
         return _Tracked(self, instance, operation)
@@ -436,10 +474,12 @@ class Driver(abc.ABC):
     def _force_off(self, instance: InstanceReading) -> None:
         # Not tracked on its own: what it causes belongs to the shutdown or reboot it completes.
         if instance.power_state is not PowerState.SHUTOFF:
+            self._tracker.forcing(instance.id)
             self._power_off(instance)
 
     def _reset(self, instance: InstanceReading) -> None:
         if Capability.HARD_REBOOT in self.capabilities:
+            self._tracker.forcing(instance.id)
             self._hard_reboot(instance)
             return
         self._force_off(instance)
@@ -521,7 +561,9 @@ class _Tracked:
                 else:
                     driver._tracker.caught_up(self._instance.id)
         finally:
-            driver._tracker.end(self._token)
+            driver._tracker.end(
+                self._token, reached_hypervisor=exc_type is None or not issubclass(exc_type, _REFUSED)
+            )
 
 
 def _check_durations(**durations: float) -> None:

@@ -91,8 +91,8 @@ class Subscription:
 
     @property
     def active(self) -> bool:
-        """Whether the listener still receives events."""
-        return self._active
+        """Whether the listener still receives events: false once unsubscribed or the driver closed."""
+        return self._active and not self._hub.closed
 
     def unsubscribe(self) -> None:
         """Stop delivering events to this listener."""
@@ -125,6 +125,18 @@ class EventHub:
         self._lock = threading.Lock()
         self._on_first = on_first
         self._on_last = on_last
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing is delivered any more."""
+        return self._closed
+
+    def close(self) -> None:
+        """Drop every listener without calling ``on_last``: the owner stops its source itself."""
+        with self._lock:
+            self._closed = True
+            self._listeners.clear()
 
     @property
     def has_listeners(self) -> bool:

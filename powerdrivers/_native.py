@@ -21,7 +21,10 @@ class NativeMapping(NamedTuple):
 
     ``native_reason`` ``None`` is the row for any reason of that state not
     listed on its own. ``why`` says why the mapping is right; it is rendered
-    into the documentation.
+    into the documentation. ``forced`` says the native value records that the
+    instance was stopped without its guest (libvirt's ``shutoff``/``destroyed``):
+    a graceful shutdown that finds it so reports ``forced``, and a stop event
+    showing it is attributed only to an operation that forces.
     """
 
     native_state: str
@@ -29,6 +32,7 @@ class NativeMapping(NamedTuple):
     power_state: PowerState
     transition: Transition | None
     why: str = ""
+    forced: bool = False
 
 
 class NativeStateTable:
@@ -62,6 +66,11 @@ class NativeStateTable:
     def covers(self, native_state: str, native_reason: str | None = None) -> bool:
         """Whether the pair has a row of its own or its state has a catch-all row."""
         return (native_state, native_reason) in self._index or (native_state, None) in self._index
+
+    def forced(self, native_state: str, native_reason: str | None = None) -> bool:
+        """Whether the pair's row records a stop without the guest (see :class:`NativeMapping`)."""
+        row = self._index.get((native_state, native_reason)) or self._index.get((native_state, None))
+        return row is not None and row.forced
 
     def lookup(
         self, native_state: str, native_reason: str | None = None

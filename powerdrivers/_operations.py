@@ -45,7 +45,10 @@ class OperationRule(NamedTuple):
     one runs (asking again for the one in flight is allowed: a graceful
     shutdown may be re-sent while the guest is shutting down);
     ``events`` are the event kinds the operation itself causes, which is how
-    an event is attributed to it rather than read as an outage.
+    an event is attributed to it rather than read as an outage;
+    ``final_events`` end what the operation causes: once one is attributed to
+    it, it is owed nothing more (a hard reboot that the hypervisor carries out
+    as a reset reports ``rebooted`` and owes no stop and start).
     """
 
     operation: Operation
@@ -55,6 +58,7 @@ class OperationRule(NamedTuple):
     forced: bool
     events: frozenset[EventKind]
     already_done_in: frozenset[PowerState] = frozenset()
+    final_events: frozenset[EventKind] = frozenset()
 
     @property
     def guest_dependent(self) -> bool:
@@ -71,6 +75,7 @@ def _rule(
     *,
     forced: bool = False,
     already_done_in: frozenset[PowerState] = frozenset(),
+    final_events: frozenset[EventKind] = frozenset(),
 ) -> OperationRule:
     return OperationRule(
         operation,
@@ -80,6 +85,7 @@ def _rule(
         forced,
         frozenset(events),
         already_done_in,
+        final_events,
     )
 
 
@@ -129,14 +135,18 @@ OPERATION_TABLE: Mapping[Operation, OperationRule] = MappingProxyType(
                 _S.RUNNING,
                 # A guest rebooting itself never stops the instance.
                 {_E.REBOOTED, _E.TRANSITION},
+                final_events=frozenset({_E.REBOOTED}),
             ),
             _rule(
                 Operation.HARD_REBOOT,
                 Transition.HARD_REBOOTING,
                 {_S.RUNNING, _S.PAUSED, _S.CRASHED},
                 _S.RUNNING,
+                # A reset (QEMU's system_reset) reports only rebooted; a stop and start
+                # reports stopped and started, then rebooted last.
                 {_E.REBOOTED, _E.STOPPED, _E.STARTED, _E.UNPAUSED},
                 forced=True,
+                final_events=frozenset({_E.REBOOTED}),
             ),
             _rule(Operation.PAUSE, Transition.PAUSING, {_S.RUNNING}, _S.PAUSED, {_E.PAUSED}),
             _rule(Operation.UNPAUSE, Transition.UNPAUSING, {_S.PAUSED}, _S.RUNNING, {_E.UNPAUSED}),

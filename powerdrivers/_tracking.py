@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +16,14 @@ from powerdrivers._states import Transition
 _MAX_FINISHED = 16
 
 
+#: Orders the beginnings and ends of every tracker's operations: which happened before which.
+_clock = itertools.count(1)
+
+
 class _Entry:
     """One tracked operation: what it is still owed, and until when."""
 
-    __slots__ = ("instance_id", "operation", "owed", "thread", "until")
+    __slots__ = ("began", "ended", "forced", "instance_id", "operation", "owed", "thread", "until")
 
     def __init__(self, instance_id: str, operation: Operation, owed: set[EventKind], thread: int) -> None:
         self.instance_id = instance_id
@@ -28,6 +33,13 @@ class _Entry:
         self.thread = thread
         #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
         self.until: float | None = None
+        #: When it began and ended, on ``_clock``: an operation that ended before another
+        #: began reached the hypervisor first, so its events come first.
+        self.began = next(_clock)
+        self.ended: int | None = None
+        #: Whether it stops the instance without the guest: a forced operation, or a graceful
+        #: one that fell back to forcing. Only such an operation is owed a forced stop.
+        self.forced = rule_for(operation).forced
 
 
 class OperationTracker:
@@ -40,10 +52,18 @@ class OperationTracker:
     began, so an event is matched to the oldest operation on that instance
     still owed its kind, for up to ``grace_s`` seconds after that operation
     returned; each kind is matched once (repeated ``TRANSITION`` events
-    excepted), and since a hypervisor's events arrive in order, matching one
-    of its events also settles every older operation's debts (an event the
-    driver reports itself, from the operation's own thread, does not).
-    ``TRANSITION`` events are matched by the transition they show instead.
+    excepted), and an operation that received one of its rule's
+    ``final_events`` is owed nothing more. A stop the hypervisor reports as
+    forced (a destroyed domain) is owed only to a forced operation or to a
+    graceful one that fell back to forcing (:meth:`forcing`). Operations may
+    run concurrently and reach the hypervisor in any order, so a matched
+    event settles only the debts of operations that *ended before* the
+    matched one began: those reached the hypervisor first, and since a
+    hypervisor's events arrive in order, what they are still owed will
+    never come (an event the driver reports itself, from the operation's own
+    thread, settles nothing). An operation that failed before reaching the
+    hypervisor is owed nothing. ``TRANSITION`` events are matched by the
+    transition they show instead.
     """
 
     def __init__(self, grace_s: float = 2.0) -> None:
@@ -59,6 +79,8 @@ class OperationTracker:
         #: (their ends, and so their deadlines, come in order): until then, trimming the
         #: history needs no look at each entry's deadline.
         self._expires: dict[str, float] = {}
+        #: Per instance, when (on ``_clock``) an operation of ours last forced it.
+        self._last_forced: dict[str, int] = {}
 
     @contextmanager
     def track(
@@ -94,6 +116,8 @@ class OperationTracker:
                     transition=rule_for(running[-1].operation).transition.value,
                 )
             self._running[instance_id] = (*running, entry)
+            if entry.forced:
+                self._last_forced[instance_id] = entry.began
             entries = self._entries.get(instance_id)
             if entries is None:
                 self._entries[instance_id] = [entry]
@@ -105,10 +129,19 @@ class OperationTracker:
                     self._trim(instance_id, entries)
         return entry
 
-    def end(self, token: object) -> None:
-        """Stop tracking the operation :meth:`begin` returned ``token`` for."""
+    def end(self, token: object, *, reached_hypervisor: bool = True) -> None:
+        """Stop tracking the operation :meth:`begin` returned ``token`` for.
+
+        ``reached_hypervisor`` false says the operation failed before it
+        changed anything (it was refused): it is owed no event.
+        """
         assert isinstance(token, _Entry)
         with self._lock:
+            token.ended = next(_clock)
+            if not reached_hypervisor:
+                token.owed.clear()
+            if token.operation is Operation.DELETE and reached_hypervisor:
+                self._last_forced.pop(token.instance_id, None)
             token.until = time.monotonic() + self._grace_s
             self._expires.setdefault(token.instance_id, token.until)
             running = self._running.get(token.instance_id, ())
@@ -149,6 +182,27 @@ class OperationTracker:
         running = self._running.get(instance_id)
         return running[-1].operation if running else None
 
+    def forcing(self, instance_id: str) -> None:
+        """Note that the calling thread's operation on ``instance_id`` now forces it off.
+
+        Called by a graceful shutdown or reboot about to fall back to
+        forcing: the forced stop that follows is its own.
+        """
+        ident = threading.get_ident()
+        with self._lock:
+            for entry in self._running.get(instance_id, ()):
+                if entry.thread == ident:
+                    entry.forced = True
+            self._last_forced[instance_id] = next(_clock)
+
+    def now(self) -> int:
+        """Return a mark on the tracker's clock, for :meth:`forced_since`."""
+        return next(_clock)
+
+    def forced_since(self, instance_id: str, mark: int) -> bool:
+        """Whether an operation of ours forced ``instance_id`` after ``mark`` (from :meth:`now`)."""
+        return self._last_forced.get(instance_id, 0) > mark
+
     def own_operation(self, instance_id: str) -> Operation | None:
         """Return the operation the calling thread is carrying out on ``instance_id``, if any.
 
@@ -163,7 +217,12 @@ class OperationTracker:
         return None
 
     def cause(
-        self, instance_id: str, kind: EventKind, transition: Transition | None = None
+        self,
+        instance_id: str,
+        kind: EventKind,
+        transition: Transition | None = None,
+        *,
+        forced: bool = False,
     ) -> Operation | None:
         """Return the operation of ours that an event on ``instance_id`` comes from.
 
@@ -171,12 +230,13 @@ class OperationTracker:
         shows, else to the operation running (a graceful shutdown that falls
         back to powering off shows that transition too) or, when it shows a
         transition ending (``transition`` None), to the newest operation
-        still running or just finished.
+        still running or just finished. ``forced`` says the event's reading
+        shows the instance was forced off (see the class docstring).
         """
         with self._lock:
             if kind is EventKind.TRANSITION:
                 return self._match_transition(instance_id, transition)
-            return self._match(instance_id, kind, consume=True)
+            return self._match(instance_id, kind, consume=True, forced=forced)
 
     def expects(self, instance_id: str, kind: EventKind) -> Operation | None:
         """Like :meth:`cause`, without using the match up."""
@@ -216,7 +276,9 @@ class OperationTracker:
         now = time.monotonic()
         return [e for e in self._entries.get(instance_id, ()) if e.until is None or e.until >= now]
 
-    def _match(self, instance_id: str, kind: EventKind, *, consume: bool) -> Operation | None:
+    def _match(
+        self, instance_id: str, kind: EventKind, *, consume: bool, forced: bool = False
+    ) -> Operation | None:
         entries = self._live(instance_id)
         if entries:
             self._entries[instance_id] = entries
@@ -224,16 +286,19 @@ class OperationTracker:
             self._entries.pop(instance_id, None)
             self._expires.pop(instance_id, None)
         for index, entry in enumerate(entries):
-            if kind in entry.owed:
+            if kind in entry.owed and not (forced and not entry.forced):
                 if consume:
-                    if kind is not EventKind.TRANSITION:
+                    if kind in rule_for(entry.operation).final_events:
+                        entry.owed.clear()
+                    elif kind is not EventKind.TRANSITION:
                         entry.owed.discard(kind)
-                    # A hypervisor's event means its stream has moved past older operations.
-                    # One the driver reports itself, on the thread running the operation,
-                    # says nothing about events still on their way.
+                    # A hypervisor's event means its stream has moved past the operations
+                    # that reached it before this one. One the driver reports itself, on
+                    # the thread running the operation, says nothing about events on their way.
                     if entry.until is not None or entry.thread != threading.get_ident():
                         for older in entries[:index]:
-                            older.owed.clear()
+                            if older.ended is not None and older.ended < entry.began:
+                                older.owed.clear()
                 return entry.operation
         return None
 

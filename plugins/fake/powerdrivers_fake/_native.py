@@ -44,6 +44,14 @@ FAKE_NATIVE_STATES = NativeStateTable(
         ),
         NativeMapping(FakeNativeState.SHUTOFF, None, PowerState.SHUTOFF, None, "No resources held."),
         NativeMapping(
+            FakeNativeState.SHUTOFF,
+            "destroyed",
+            PowerState.SHUTOFF,
+            None,
+            "Powered off without the guest (a forced power-off): off, and forced.",
+            forced=True,
+        ),
+        NativeMapping(
             FakeNativeState.CRASHED,
             None,
             PowerState.CRASHED,

@@ -33,7 +33,11 @@ def test_every_native_state_is_mapped_to_a_known_canonical_state() -> None:
 def test_the_table_has_no_row_for_anything_but_fake_native_states() -> None:
     rows = list(FAKE_NATIVE_STATES)
     assert {row.native_state for row in rows} == set(FakeNativeState)
-    assert len(rows) == len(FakeNativeState)
+    # One catch-all row per state; the one reason with a row of its own is a forced power-off.
+    assert sorted(row.native_state for row in rows if row.native_reason is None) == sorted(FakeNativeState)
+    assert [(row.native_state, row.native_reason, row.forced) for row in rows if row.native_reason] == [
+        (FakeNativeState.SHUTOFF, "destroyed", True)
+    ]
     assert all(row.why for row in rows)
 
 

@@ -126,10 +126,19 @@ def _rows() -> list[NativeMapping]:
         ),
     ]
     for reason in (
-        "unknown", "shutdown", "destroyed", "migrated", "saved", "failed", "from_snapshot", "daemon",
+        "unknown", "shutdown", "migrated", "saved", "failed", "from_snapshot", "daemon",
     ):  # fmt: skip
         rows.append(NativeMapping("shutoff", reason, PowerState.SHUTOFF, None, "No resources held."))
     rows += [
+        NativeMapping(
+            "shutoff",
+            "destroyed",
+            PowerState.SHUTOFF,
+            None,
+            "Stopped by virDomainDestroy, without the guest: off, and a shutdown that finds it so "
+            "was forced.",
+            forced=True,
+        ),
         NativeMapping(
             "shutoff",
             "crashed",
