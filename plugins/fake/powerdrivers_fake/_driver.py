@@ -32,7 +32,7 @@ from powerdrivers import (
 )
 from powerdrivers._changes import state_change_kind
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
-from powerdrivers_fake._options import FakeOptions, Latency, make_error, parse_options
+from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
 from powerdrivers_fake._store import Document, FileStore, MemoryStore, Store
 
@@ -132,8 +132,12 @@ class FakeDriver(Driver):
         self._failures.clear()
 
     def set_latency(self, low: float, high: float | None = None) -> None:
-        """Add ``low`` seconds (or a uniform delay in ``low..high``) to every call."""
-        self._latency = Latency(low, low if high is None else high)
+        """Add ``low`` seconds (or a uniform delay in ``low..high``) to every call.
+
+        Each bound is at most a minute; bad bounds raise :class:`~powerdrivers.InvalidOption`
+        and leave the latency as it was.
+        """
+        self._latency = latency_between(low, low if high is None else high)
         self._delays = bool(self._latency.low or self._latency.high)
 
     def set_cooperative(self, ref: str, cooperative: bool) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from powerdrivers import (
+    MAX_DURATION_S,
     AuthenticationError,
     HypervisorConnectionError,
     HypervisorError,
@@ -16,6 +17,8 @@ from powerdrivers import (
     OperationTimeout,
     PowerDriversError,
     Secret,
+    parse_count,
+    parse_duration,
 )
 
 #: Error names accepted by the failure-injection options, and what they raise.
@@ -44,6 +47,14 @@ _SIMPLE = {
     "poll_interval",
 }
 ACCEPTED = frozenset(_SIMPLE | {f"fail_{target}" for target in TARGETS})
+
+#: The longest delay ``latency`` adds to a call: a slower fake is a typing mistake.
+MAX_LATENCY_S: Final = 60.0
+#: The longest a guest may take to shut down or reboot, and the longest poll interval.
+MAX_GUEST_DELAY_S: Final = 3600.0
+MAX_POLL_INTERVAL_S: Final = 60.0
+#: The most generated instances a new state may start with (each costs memory, and a file write).
+MAX_INSTANCES: Final = 100_000
 
 
 def make_error(name: str, message: str) -> PowerDriversError:
@@ -110,11 +121,13 @@ def parse_options(options: Mapping[str, object]) -> FakeOptions:
         fail_on=fail_on,
         uncooperative=_names(values.get("uncooperative", "")),
         crash=_names(values.get("crash", "")),
-        crash_after=_seconds("crash_after", values.get("crash_after", 2.0)),
-        guest_delay=_seconds("guest_delay", values.get("guest_delay", 0.5)),
+        crash_after=parse_duration("crash_after", values.get("crash_after", 2.0), maximum=MAX_DURATION_S),
+        guest_delay=parse_duration("guest_delay", values.get("guest_delay", 0.5), maximum=MAX_GUEST_DELAY_S),
         seed=seed,
-        instances=_count("instances", values.get("instances", 0)),
-        poll_interval=_seconds("poll_interval", values.get("poll_interval", 0.05), positive=True),
+        instances=parse_count("instances", values.get("instances", 0), maximum=MAX_INSTANCES),
+        poll_interval=parse_duration(
+            "poll_interval", values.get("poll_interval", 0.05), positive=True, maximum=MAX_POLL_INTERVAL_S
+        ),
     )
 
 
@@ -131,33 +144,24 @@ def _names(value: object) -> frozenset[str]:
     return frozenset(item.strip() for item in str(value).split(",") if item.strip())
 
 
-def _seconds(option: str, value: object, *, positive: bool = False) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        raise InvalidOption(f"{option} must be a number of seconds, not {value!r}") from None
-    if seconds < 0 or (positive and seconds == 0) or not math.isfinite(seconds):
-        raise InvalidOption(
-            f"{option} must be a finite number of seconds, {'more than' if positive else 'at least'} 0, "
-            f"not {value!r}"
-        )
-    return seconds
-
-
-def _count(option: str, value: object) -> int:
-    text = str(value)
-    if not text.isdigit():
-        raise InvalidOption(f"{option} must be a whole number, not {value!r}")
-    return int(text)
-
-
 def _latency(value: object) -> Latency:
-    text = str(value)
-    low, sep, high = text.partition("-")
-    if not sep:
-        fixed = _seconds("latency", low)
+    """Parse a fixed delay (``0.05``) or a range (``0.01-0.2``), each bound at most a minute."""
+    low, sep, high = value.partition("-") if isinstance(value, str) else ("", "", "")
+    # A leading sign or an exponent ("1e-05") is one number, not a range.
+    if not sep or not low.strip() or low.strip()[-1] in "eE":
+        fixed = _delay(value)
         return Latency(fixed, fixed)
-    bounds = _seconds("latency", low), _seconds("latency", high)
+    return latency_between(low, high, shown=value)
+
+
+def latency_between(low: object, high: object, *, shown: object = None) -> Latency:
+    """Return the latency uniform in ``low..high``, each bound checked as ``latency`` is."""
+    bounds = _delay(low), _delay(high)
     if bounds[0] > bounds[1]:
+        text = shown if shown is not None else f"{low}-{high}"
         raise InvalidOption(f"latency range {text!r} has its bounds reversed")
     return Latency(*bounds)
+
+
+def _delay(value: object) -> float:
+    return parse_duration("latency", value, maximum=MAX_LATENCY_S)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fake_helpers import DriverFactory, EventLog, snapshot
@@ -232,6 +233,21 @@ def test_fail_of_an_unknown_target_is_an_unknown_option(make_driver: DriverFacto
         ("instances", "two"),
         ("instances", "1.5"),
         ("seed", "full"),
+        # Hardening issue, item 9: "-o latency=99999999999 crashes with unexpected OverflowError".
+        ("latency", "99999999999"),
+        ("latency", "60.5"),
+        ("latency", "0.01-99999999999"),
+        ("latency", "1e400"),
+        ("crash_after", "1e400"),
+        ("crash_after", "99999999999"),
+        ("guest_delay", "99999999999"),
+        ("guest_delay", "3601"),
+        ("poll_interval", "99999999999"),
+        ("poll_interval", "nan"),
+        # Item 10: "-o instances=99999999999 never returns (memory climbs)".
+        ("instances", "99999999999"),
+        ("instances", "100001"),
+        ("instances", "1e3"),
     ],
 )
 def test_bad_option_values_are_invalid_option(make_driver: DriverFactory, option: str, value: str) -> None:
@@ -246,6 +262,54 @@ def test_infinite_durations_are_invalid_option(make_driver: DriverFactory, optio
         make_driver(**{option: "inf"})
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("latency", 99999999999),
+        ("latency", 10**400),
+        ("guest_delay", float("inf")),
+        ("crash_after", 1e308),
+        ("poll_interval", -0.5),
+        ("instances", 10**12),
+        ("instances", True),
+        ("instances", 2.0),
+    ],
+)
+def test_bad_typed_option_values_are_invalid_option(
+    make_driver: DriverFactory, option: str, value: object
+) -> None:
+    options: dict[str, Any] = {option: value}
+    with pytest.raises(InvalidOption) as raised:
+        make_driver(**options)
+    assert option in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("latency", "60"),
+        ("latency", "0-60"),
+        ("latency", "1e-05"),
+        ("guest_delay", "3600"),
+        ("instances", "0"),
+    ],
+)
+def test_option_values_at_their_bounds_are_accepted(
+    make_driver: DriverFactory, option: str, value: str
+) -> None:
+    make_driver(seed="empty", **{option: value})
+
+
+@pytest.mark.parametrize(("low", "high"), [(61.0, None), (float("nan"), None), (0.2, 0.1), (-1.0, 0.5)])
+def test_set_latency_rejects_bad_bounds_and_keeps_the_latency(
+    demo_driver: FakeDriver, low: float, high: float | None
+) -> None:
+    demo_driver.set_latency(0.0)
+    with pytest.raises(InvalidOption):
+        demo_driver.set_latency(low, high)
+    assert _elapsed(demo_driver.list_instances) < 1.0
+
+
 def test_latency_inf_never_escapes_the_error_hierarchy(make_driver: DriverFactory) -> None:
     try:
         driver = make_driver(latency="inf")
@@ -255,10 +319,13 @@ def test_latency_inf_never_escapes_the_error_hierarchy(make_driver: DriverFactor
         driver.list_instances()
 
 
-def test_the_cli_reports_a_bad_option_as_usage() -> None:
+@pytest.mark.parametrize(
+    "option", ["latency=bogus", "latency=99999999999", "instances=99999999999", "guest_delay=1e400"]
+)
+def test_the_cli_reports_a_bad_option_as_usage(option: str) -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("POWERDRIVERS_")}
     completed = subprocess.run(
-        [sys.executable, "-m", "powerdrivers", "-d", "fake", "-o", "latency=bogus", "list"],
+        [sys.executable, "-m", "powerdrivers", "-d", "fake", "-o", option, "list"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -266,4 +333,5 @@ def test_the_cli_reports_a_bad_option_as_usage() -> None:
         check=False,
     )
     assert completed.returncode == 2
-    assert "latency" in completed.stderr
+    assert option.partition("=")[0] in completed.stderr
+    assert "unexpected" not in completed.stderr
