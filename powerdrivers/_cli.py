@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from powerdrivers._driver import Driver
 from powerdrivers._events import Event
@@ -40,6 +40,9 @@ from powerdrivers._progress import Progress
 from powerdrivers._reading import InstanceReading
 from powerdrivers._secrets import SECRET_NAMES, Secret
 from powerdrivers._states import PowerState, Transition
+from powerdrivers._values import parse_count, parse_duration
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -191,26 +194,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or more seconds")
-    return value
+    return _argument(parse_duration, text)
 
 
 def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not more than 0 seconds")
-    return value
+    return _argument(lambda label, value: parse_duration(label, value, positive=True), text)
 
 
 def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(text)
+    return _argument(lambda label, value: parse_count(label, value, minimum=1), text)
+
+
+def _argument(parse: Callable[[str, str], _T], text: str) -> _T:
+    """Run one of the core's validators as an argparse type: its message, argparse's usage error."""
+    try:
+        return parse("the value", text)
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _format(options: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Final, Self
 
+from powerdrivers._arguments import check_duration, check_flag, check_ref
 from powerdrivers._capabilities import Capability
 from powerdrivers._changes import change_kind
 from powerdrivers._event_kinds import EventKind
@@ -103,7 +104,7 @@ class Driver(abc.ABC):
     def get_instance(self, ref: str) -> InstanceReading:
         """Read one instance by id or name; raises ``InstanceNotFound``."""
         self._check_open()
-        return self._with_own_transition(self._read_one(ref))
+        return self._with_own_transition(self._read_one(check_ref(ref)))
 
     def start(self, ref: str) -> InstanceReading:
         """Power the instance on (restoring saved memory if it is suspended)."""
@@ -146,9 +147,9 @@ class Driver(abc.ABC):
         ``graceful``, ``forced``, ``already_off``, or ``timed_out`` when
         forcing was not allowed.
         """
-        _check_durations(timeout=timeout, retry_interval=retry_interval)
-        if retry_interval == 0:
-            raise ConfigurationError("the retry interval must be longer than 0 s")
+        timeout = check_duration("timeout", timeout)
+        retry_interval = check_duration("retry interval", retry_interval, positive=True)
+        force = check_flag("force", force)
         self._require(Operation.SHUTDOWN)
         began = time.monotonic()
         instance = self.get_instance(ref)
@@ -211,7 +212,8 @@ class Driver(abc.ABC):
         instance is hard-rebooted (outcome ``forced``), else the outcome is
         ``timed_out``. A hard reboot always ends ``forced``.
         """
-        _check_durations(timeout=timeout)
+        timeout = check_duration("timeout", timeout)
+        hard, force = check_flag("hard", hard), check_flag("force", force)
         operation = Operation.HARD_REBOOT if hard else Operation.REBOOT
         self._require(operation)
         began = time.monotonic()
@@ -242,6 +244,8 @@ class Driver(abc.ABC):
 
     def spawn(self, spec: InstanceSpec) -> InstanceReading:
         """Create an instance from ``spec`` and start it."""
+        if not isinstance(spec, InstanceSpec):
+            raise ConfigurationError(f"spawn takes an InstanceSpec, not a {type(spec).__name__}")
         self._require(Operation.SPAWN)
         self._check_open()
         with self._tracker.track(spec.name, Operation.SPAWN):
@@ -258,9 +262,7 @@ class Driver(abc.ABC):
 
     def vcpu_stats(self, ref: str, window: float = 1.0) -> list[VcpuStats]:
         """Sample how each VCPU of a running instance spends ``window`` seconds."""
-        _check_durations(window=window)
-        if window == 0:
-            raise ConfigurationError("the sampling window must be longer than 0 s")
+        window = check_duration("window", window, positive=True)
         self._require_capability(Capability.VCPU_STATS, "vcpu_stats")
         instance = self.get_instance(ref)
         if instance.power_state is not PowerState.RUNNING:
@@ -275,6 +277,10 @@ class Driver(abc.ABC):
         Any number of listeners may subscribe; the driver's event source
         (native, or polling) runs while at least one does.
         """
+        if not callable(listener):
+            raise ConfigurationError(
+                f"a listener is called with each event, so not a {type(listener).__name__}"
+            )
         self._check_open()
         return self._hub.add(listener)
 
@@ -564,12 +570,6 @@ class _Tracked:
             driver._tracker.end(
                 self._token, reached_hypervisor=exc_type is None or not issubclass(exc_type, _REFUSED)
             )
-
-
-def _check_durations(**durations: float) -> None:
-    for label, seconds in durations.items():
-        if not seconds >= 0:
-            raise ConfigurationError(f"{label.replace('_', ' ')} must be 0 s or more, not {seconds}")
 
 
 def _utcnow() -> datetime:

@@ -9,12 +9,13 @@ from typing import Any, TextIO
 
 def print_json(value: Any, stream: TextIO) -> None:
     """Print ``value`` as indented JSON."""
-    stream.write(json.dumps(value, indent=2) + "\n")
+    # allow_nan=False: JSON has no Infinity or NaN, and a reader would choke on them.
+    stream.write(json.dumps(value, indent=2, allow_nan=False) + "\n")
 
 
 def print_json_line(value: Any, stream: TextIO) -> None:
     """Print ``value`` as one line of JSON and flush, for streams read line by line."""
-    stream.write(json.dumps(value, separators=(",", ":")) + "\n")
+    stream.write(json.dumps(value, separators=(",", ":"), allow_nan=False) + "\n")
     stream.flush()
 
 

@@ -41,11 +41,11 @@ def parse_number(
     booleans, NaN, infinities and anything out of bounds with ``error``.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise error(f"{option} must be a number{unit}, not {_shown(value)}")
+        raise error(f"{option} must be a number{unit and ' of' + unit}, not {_shown(value)}")
     try:
         number = float(value)
     except (ValueError, OverflowError):
-        raise error(f"{option} must be a number{unit}, not {_shown(value)}") from None
+        raise error(f"{option} must be a number{unit and ' of' + unit}, not {_shown(value)}") from None
     if not math.isfinite(number) or not minimum <= number <= maximum:
         raise error(
             f"{option} must be from {_plain(minimum)} to {_plain(maximum)}{unit}, not {_shown(value)}"

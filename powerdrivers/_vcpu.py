@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Self
 
 _TOLERANCE = 1e-6
@@ -35,8 +36,8 @@ class VcpuStats(_VcpuFractions):
         total = running + blocked + waiting
         if total > 1 + _TOLERANCE:
             raise ValueError(f"vcpu {vcpu}: fractions sum to {total}, more than the window")
-        if window_s <= 0:
-            raise ValueError(f"vcpu {vcpu}: window {window_s} s is not positive")
+        if not 0 < window_s < math.inf:
+            raise ValueError(f"vcpu {vcpu}: window {window_s} s is not a positive, finite duration")
         return super().__new__(cls, vcpu, running, blocked, waiting, window_s)
 
     def to_dict(self) -> dict[str, Any]:
