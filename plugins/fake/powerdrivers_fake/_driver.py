@@ -29,6 +29,7 @@ from powerdrivers import (
     VcpuStats,
     check_operation,
     redact_uri,
+    rule_for,
 )
 from powerdrivers._changes import state_change_kind
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
@@ -357,12 +358,18 @@ class FakeDriver(Driver):
     def _target(
         self, document: Document, instance: InstanceReading, operation: Operation
     ) -> tuple[dict[str, Any], Operation | None]:
-        """Return the instance's record, writable, and the operation its events are attributed to."""
+        """Return the instance's record, writable, and the operation its events are attributed to.
+
+        That is the operation the calling thread carries out on the instance
+        (a shutdown's force-off fallback belongs to the shutdown), else
+        ``operation`` itself; never another thread's operation that merely
+        runs meanwhile.
+        """
         record = self._writable(document, self._find(document, instance.id))
         # Another process (or thread) may have changed the instance since the core checked it.
         state, transition = self.native_states.lookup(record["state"], record["reason"])
         check_operation(record["name"], operation, state, transition)
-        return record, self._tracker.in_flight(record["id"]) or operation
+        return record, self._tracker.own_operation(record["id"]) or operation
 
     def _call(self, target: str) -> None:
         if self._delays or self._failures:
@@ -438,6 +445,9 @@ class FakeDriver(Driver):
     ) -> None:
         if not self._logging_events():
             return
+        if cause is not None and kind not in rule_for(cause).events:
+            # An operation is credited only with the kinds of event it causes.
+            cause = None
         document["seq"] += 1
         document["events"].append(
             {

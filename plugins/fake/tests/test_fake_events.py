@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from fake_helpers import DriverFactory, EventLog, wait_until
-from powerdrivers_fake import FakeDriver
+from fake_helpers import DriverFactory, EventLog, subscribe_settled, wait_until
+from powerdrivers_fake import FakeDriver, instance_id
 from powerdrivers_fake._store import MemoryStore
 
 from powerdrivers import (
@@ -111,6 +111,60 @@ def test_events_are_attributed_to_our_operations(demo_driver: FakeDriver, event_
         call()
         assert event_log.events, operation
         assert {e.caused_by_operation for e in event_log.events} == {operation}
+
+
+@pytest.mark.parametrize(
+    ("forced", "kind"),
+    [
+        (Operation.POWER_OFF, EventKind.STOPPED),
+        (Operation.HARD_REBOOT, EventKind.REBOOTED),
+        (Operation.DELETE, EventKind.DELETED),
+    ],
+)
+@pytest.mark.parametrize("uri", ["memory", "file"])
+def test_an_operation_beginning_meanwhile_does_not_take_the_credit(
+    make_driver: DriverFactory, state_uri: str, forced: Operation, kind: EventKind, uri: str
+) -> None:
+    """Hardening issue, item 1: "pausing web-1 while a power_off of web-1 begins (0.3 s fake
+    latency) yields paused caused_by=power_off"."""
+    latency = 0.3
+    driver = make_driver(state_uri if uri == "file" else None, latency=latency)
+    log = EventLog()
+    subscribe_settled(driver, log)
+    web = instance_id("web-1")
+    calls: dict[Operation, Callable[[], object]] = {
+        Operation.PAUSE: lambda: driver.pause("web-1"),
+        Operation.POWER_OFF: lambda: driver.power_off("web-1"),
+        Operation.HARD_REBOOT: lambda: driver.reboot("web-1", hard=True),
+        Operation.DELETE: lambda: driver.delete("web-1"),
+    }
+    errors: list[BaseException] = []
+
+    def run(operation: Operation) -> None:
+        try:
+            calls[operation]()
+        except BaseException as error:
+            errors.append(error)
+
+    # Each call reads (one latency), begins, then acts (another): the forced operation,
+    # half a latency behind, begins while the pause is under way and acts after it.
+    threads = [threading.Thread(target=run, args=(operation,)) for operation in (Operation.PAUSE, forced)]
+    threads[0].start()
+    time.sleep(latency / 2)
+    threads[1].start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    events = log.wait_for(lambda events: len(events) >= 2)
+    time.sleep(0.05)
+    assert (
+        [(e.instance_id, e.kind, e.caused_by_operation) for e in log.events]
+        == [
+            (web, EventKind.PAUSED, Operation.PAUSE),
+            (web, kind, forced),
+        ]
+        == [(e.instance_id, e.kind, e.caused_by_operation) for e in events]
+    )
 
 
 def test_events_agree_with_the_next_reading(demo_driver: FakeDriver, event_log: EventLog) -> None:
