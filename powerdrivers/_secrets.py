@@ -50,18 +50,25 @@ class Secret:
 def redact_uri(uri: str) -> str:
     """Return ``uri`` with any password in its user-info or query masked.
 
-    Everything else is left exactly as written.
+    Everything else is left exactly as written. The user-info is found
+    without trusting URL parsing: a password may hold ``#``, ``?``, ``/``
+    or ``@`` unencoded, which a parser reads as the start of a fragment,
+    query or path. So everything from ``scheme://`` to the last ``@`` that
+    holds a ``:`` is a user and a password, and the password is masked;
+    where that guess takes in more than a password, more is masked, never
+    less.
     """
     try:
-        parts = urlsplit(uri)
+        urlsplit(uri)
     except ValueError:
         return _MASK
     redacted = uri
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
+    scheme, separator, rest = uri.partition("://")
+    if separator and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
         user, has_password, _ = userinfo.partition(":")
         if has_password:
-            redacted = redacted.replace(f"{userinfo}@", f"{user}:{_MASK}@", 1)
+            redacted = f"{scheme}://{user}:{_MASK}@{after}"
     head, question, tail = redacted.partition("?")
     if question:
         redacted = head + question + re.sub(_SECRET_QUERY, lambda m: m.group(1) + _MASK, tail)

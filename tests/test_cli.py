@@ -286,3 +286,22 @@ def test_progress_shows_elapsed_time_on_a_terminal_only() -> None:
     with Progress("waiting", piped, interval_s=0.01):
         time.sleep(0.03)
     assert piped.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://user:hunter2#z@127.0.0.1:1",
+        "http://user:hun?ter2@127.0.0.1:1",
+        "fake://user:hun/ter2@host/x.json",
+        "fake://u:a@hunter2@host/",
+        "fake:///x.json?password=hunter2",
+    ],
+)
+def test_a_password_in_a_rejected_uri_is_never_printed(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, uri: str
+) -> None:
+    code, out, err = run(capsys, "--debug", "-c", uri, "list")
+    assert code == 2
+    assert "hunter2" not in out + err + caplog.text
+    assert "hun" not in err and "ter2" not in err  # nor any part of it

@@ -96,6 +96,13 @@ def test_secret_never_shows_itself() -> None:
         ("qemu+ssh://admin@host/system", "qemu+ssh://admin@host/system"),
         ("https://host/?user=a&password=hunter2&x=1", "https://host/?user=a&password=********&x=1"),
         ("test:///default", "test:///default"),
+        # Unencoded characters a URL parser would read as fragment, query or path.
+        ("http://user:hunter2#z@127.0.0.1:1", "http://user:********@127.0.0.1:1"),
+        ("http://user:hun?ter2@127.0.0.1:1/x", "http://user:********@127.0.0.1:1/x"),
+        ("test://user:hu/nter2@host/default", "test://user:********@host/default"),
+        ("xen://u:a@hunter2@host/", "xen://u:********@host/"),
+        ("https://u:hunter2%40x@host/", "https://u:********@host/"),
+        ("qemu+ssh://admin@host/system?keyfile=/a@b", "qemu+ssh://admin@host/system?keyfile=/a@b"),
     ],
 )
 def test_redact_uri(uri: str, expected: str) -> None:
