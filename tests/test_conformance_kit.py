@@ -44,6 +44,14 @@ BROKEN = textwrap.dedent(
             raise NotImplementedError("resume")
 
 
+    class StaleStart(FakeDriver):
+        """Starts the instance but returns the reading it was given: shut off."""
+
+        def _start(self, instance: InstanceReading) -> InstanceReading:
+            super()._start(instance)
+            return instance
+
+
     class RawError(FakeDriver):
         """Lets a library exception escape from power-off."""
 
@@ -99,6 +107,12 @@ def test_the_kit_passes_libvirt_on_its_test_driver(pytester: pytest.Pytester) ->
              "*FAILED*test_an_undeclared_capability_is_unsupported?suspend?*"],
         ),
         ("RawError", ["*let an untyped builtins.OSError escape: socket closed*", "*FAILED*"]),
+        (
+            "StaleStart",
+            ["*the driver broke its contract: fake driver: _start returned a reading of * in state shutoff, "
+             "not running after start*",
+             "*ERROR*test_declared_operation_follows_the_table?start-shutoff?*"],
+        ),
     ],
 )  # fmt: skip
 def test_a_broken_driver_fails_the_right_check_saying_why(
