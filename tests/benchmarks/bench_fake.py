@@ -40,7 +40,9 @@ def bench_fake_event_latency(benchmark: Any, fake: Driver) -> None:
 
 
 @pytest.mark.benchmark(group="5 fake transitions")
-@pytest.mark.parametrize("fake", [4, 100], ids=["4-instances", "100-instances"], indirect=True)
+@pytest.mark.parametrize(
+    "fake", [4, 100, 10_000], ids=["4-instances", "100-instances", "10000-instances"], indirect=True
+)
 def bench_fake_transitions_per_second(benchmark: Any, fake: Driver) -> None:
     """Alternate pause() and unpause() on one instance, with no listener subscribed."""
     name = _running(fake)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -111,6 +111,8 @@ class FakeDriver(Driver):
         self._timers_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._watching = threading.Event()
+        #: Instance name -> the id it had when last looked up (see ``_find``).
+        self._names: dict[str, str] = {}
         with self._transaction() as document:
             self._delivered = document["seq"]
             self._apply_guest_options(document)
@@ -159,22 +161,24 @@ class FakeDriver(Driver):
 
     def _read_all(self) -> list[InstanceReading]:
         self._call("read")
-        committed = self._quiet_state()
-        if committed is not None:
-            return [self._reading(record) for record in committed["instances"].values()]
+        memory = self._quiet_memory()
+        if memory is not None:
+            with memory.lock:
+                return [self._reading(record) for record in memory.committed["instances"].values()]
         with self._transaction() as document:
             return [self._reading(record) for record in document["instances"].values()]
 
     def _read_one(self, ref: str) -> InstanceReading:
         self._call("read")
-        committed = self._quiet_state()
-        if committed is not None:
-            return self._reading(self._find(committed, ref))
+        memory = self._quiet_memory()
+        if memory is not None:
+            with memory.lock:
+                return self._reading(self._find(memory.committed, ref))
         with self._transaction() as document:
             return self._reading(self._find(document, ref))
 
-    def _quiet_state(self) -> Document | None:
-        """Return the committed document when a read may look at it without a transaction.
+    def _quiet_memory(self) -> MemoryStore | None:
+        """Return the memory store when a read may look at it under its lock, without a transaction.
 
         In memory, with no guest action due, nothing changes on a read. Otherwise
         (a file others write, an action due) a read settles what is due, so it
@@ -182,7 +186,7 @@ class FakeDriver(Driver):
         """
         due = self._next_due
         if self._memory is not None and (due is None or time.time() < due):
-            return self._memory.committed
+            return self._memory
         return None
 
     # -- operations -----------------------------------------------------------
@@ -236,7 +240,7 @@ class FakeDriver(Driver):
             if any(record["name"] == spec.name for record in document["instances"].values()):
                 raise InvalidSpec(f"an instance named {spec.name!r} already exists")
             record = new_record(spec.name, _S.RUNNING, "booted", vcpus=spec.vcpus, memory_mib=spec.memory_mib)
-            document["instances"][record["id"]] = record
+            self._store.put(document, record)
             self._arm_crash(record)
             self._append_event(document, record, EventKind.SPAWNED, Operation.SPAWN)
             return self._reading(record)
@@ -245,7 +249,7 @@ class FakeDriver(Driver):
         self._call(Operation.DELETE)
         with self._transaction() as document:
             record, cause = self._target(document, instance, Operation.DELETE)
-            del document["instances"][record["id"]]
+            self._store.remove(document, record["id"])
             self._dues_changed = True
             record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
             self._append_event(document, record, EventKind.DELETED, cause)
@@ -464,8 +468,9 @@ class FakeDriver(Driver):
 
     def _deliver(self, document: Document) -> None:
         # Events queue up and one thread at a time publishes them, in order; a
-        # listener that calls back into the driver only adds to the queue.
-        with self._delivery_lock:
+        # listener that calls back into the driver only adds to the queue. In memory the
+        # log is the live one, which other transactions append to and trim: read it locked.
+        with self._memory.lock if self._memory is not None else nullcontext(), self._delivery_lock:
             events = document["events"]
             start = len(events)
             while start and events[start - 1]["seq"] > self._delivered:
@@ -536,20 +541,30 @@ class FakeDriver(Driver):
             if record["state"] in _RUNNING_STATES and record["crash_at"] is None:
                 self._arm_crash(record)
 
-    @staticmethod
-    def _writable(document: Document, record: dict[str, Any]) -> dict[str, Any]:
-        """Copy a record before changing it: until then, a transaction shares it with the committed state."""
+    def _writable(self, document: Document, record: dict[str, Any]) -> dict[str, Any]:
+        """Copy a record before changing it: a committed record never changes (see ``Store``)."""
         copy = dict(record)
-        document["instances"][copy["id"]] = copy
+        self._store.put(document, copy)
         return copy
 
     def _find(self, document: Document, ref: str) -> dict[str, Any]:
         instances = document["instances"]
-        if ref in instances:
-            record: dict[str, Any] = instances[ref]
+        record: dict[str, Any] | None = instances.get(ref)
+        if record is not None:
             return record
+        # Names are looked up through a cache of the ids they last had, checked on use,
+        # so that a lookup by name costs the same in a fleet of 10,000 as in one of 4.
+        names = self._names
+        known = names.get(ref)
+        if known is not None:
+            record = instances.get(known)
+            if record is not None and record["name"] == ref:
+                return record
         for record in instances.values():
             if record["name"] == ref:
+                if len(names) > 2 * len(instances):
+                    names.clear()
+                names[ref] = record["id"]
                 return record
         raise InstanceNotFound(ref)
 

@@ -39,7 +39,14 @@ def _copy(document: Document) -> Document:
 
 
 class Store(abc.ABC):
-    """Transactional access to the fake hypervisor's document."""
+    """Transactional access to the fake hypervisor's document.
+
+    Within a transaction, a record is never changed where it is: the driver
+    copies it, changes the copy and :meth:`put` s that in its place, and
+    :meth:`put` and :meth:`remove` are the only ways instances come and go.
+    A record once committed therefore never changes, and may be read without
+    the store's lock.
+    """
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Document]:
@@ -53,23 +60,37 @@ class Store(abc.ABC):
     def fingerprint(self) -> object:
         """Return something that changes whenever another writer commits."""
 
+    def put(self, document: Document, record: dict[str, Any]) -> None:
+        """Add ``record`` to the transaction's ``document``, or replace the record with its id."""
+        document["instances"][record["id"]] = record
+
+    def remove(self, document: Document, record_id: str) -> None:
+        """Remove the record ``record_id`` from the transaction's ``document``."""
+        del document["instances"][record_id]
+
 
 class MemoryStore(Store):
     """State kept in this process, private to one driver instance.
 
-    A transaction works on a copy of the instances mapping and replaces the
-    committed document when it ends, so a committed document's instances
-    (the mapping and its records) never change afterwards: :attr:`committed`
-    may be read without the lock.
+    A transaction changes the one document in place, under the lock, and
+    keeps an undo journal (each replaced or removed record, the event log's
+    length, the sequence number) to roll back if it raises: its cost does
+    not grow with the number of instances. Readers take :attr:`lock` to see
+    only committed states.
     """
 
     def __init__(self, seed: Callable[[], Document]) -> None:
         self._document = seed()
-        self._lock = threading.RLock()
+        #: Held by every transaction; readers of :attr:`committed` hold it too.
+        self.lock = threading.RLock()
+        #: Per change of the transactions under way: the record id, and the record it replaced (None: none).
+        self._undo: list[tuple[str, dict[str, Any] | None]] = []
+        #: How many transactions the lock's holder has open (one, unless nested).
+        self._depth = 0
 
     @property
     def committed(self) -> Document:
-        """The latest committed document; read its instances only, never change it."""
+        """The document; outside a transaction, read it only while holding :attr:`lock`."""
         return self._document
 
     def transaction(self) -> AbstractContextManager[Document]:
@@ -78,29 +99,36 @@ class MemoryStore(Store):
     def fingerprint(self) -> object:
         return self._document["seq"]
 
+    def put(self, document: Document, record: dict[str, Any]) -> None:
+        instances = document["instances"]
+        key = record["id"]
+        self._undo.append((key, instances.get(key)))
+        instances[key] = record
+
+    def remove(self, document: Document, record_id: str) -> None:
+        instances = document["instances"]
+        self._undo.append((record_id, instances.pop(record_id)))
+
 
 class _MemoryTransaction:
     """One transaction on a :class:`MemoryStore` (a class: every operation's hot path)."""
 
-    __slots__ = ("_logged", "_store", "_working")
+    __slots__ = ("_journaled", "_logged", "_seq", "_store")
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
 
     def __enter__(self) -> Document:
         store = self._store
-        store._lock.acquire()
-        try:
-            document = store._document
-            # The event log only grows within a transaction, so it is shared rather
-            # than copied, and undone by truncation. Records are shared too: the driver
-            # copies one before changing it, so dropping the working copy undoes that.
-            self._logged = len(document["events"])
-            self._working: Document = {**document, "instances": dict(document["instances"])}
-        except BaseException:
-            store._lock.release()
-            raise
-        return self._working
+        store.lock.acquire()
+        store._depth += 1
+        document = store._document
+        # Where this transaction's undo starts: a transaction nested in another (same
+        # thread) undoes only its own changes; the outermost one ends the journal.
+        self._journaled = len(store._undo)
+        self._logged = len(document["events"])
+        self._seq: int = document["seq"]
+        return document
 
     def __exit__(
         self,
@@ -109,14 +137,25 @@ class _MemoryTransaction:
         tb: TracebackType | None,
     ) -> None:
         store = self._store
+        document = store._document
+        undo = store._undo
         try:
-            if exc_type is None:
-                _trim(self._working)
-                store._document = self._working
-            else:
-                del store._document["events"][self._logged :]
+            if exc_type is not None:
+                instances = document["instances"]
+                while len(undo) > self._journaled:
+                    key, previous = undo.pop()
+                    if previous is None:
+                        instances.pop(key, None)
+                    else:
+                        instances[key] = previous
+                del document["events"][self._logged :]
+                document["seq"] = self._seq
+            elif store._depth == 1:
+                undo.clear()
+                _trim(document)
         finally:
-            store._lock.release()
+            store._depth -= 1
+            store.lock.release()
 
 
 class FileStore(Store):
