@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export PIP_NO_INPUT := 1
 
-.PHONY: run test system-deps lint typecheck unit docs bench clean
+.PHONY: run test system-deps lint typecheck unit floors docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,15 @@ typecheck: $(VENV)/.test-installed
 unit: $(VENV)/.test-installed
 	$(BIN)/pytest --cov --cov-report=term
 
+# The lowest declared version of every dependency, in a venv of its own, running the fast tests:
+# a floor in a pyproject is a promise that this version works.
+floors: $(BIN)/python
+	$(BIN)/python .ci/floors.py
+
 docs: $(VENV)/.test-installed
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-test: system-deps lint typecheck unit docs
+test: system-deps lint typecheck unit floors docs
 
 # The benchmark suite (tests/benchmarks, never part of `make test`): a few minutes; the
 # results table goes to docs/performance-results.inc, shown by docs/performance.rst.
@@ -55,4 +60,4 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python tests/benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .cache docs/_build .coverage .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-floors .cache docs/_build .coverage .mypy_cache .pytest_cache .ruff_cache

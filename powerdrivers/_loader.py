@@ -86,11 +86,21 @@ def load_driver(name: str, uri: str | None = None, **options: Any) -> Driver:
 
 def load_driver_class(name: str) -> type[Driver]:
     """Find, import and validate the driver class registered as ``name``, without connecting."""
-    installed = _installed_names()
+    entry_points = _entry_points()
+    installed = {entry_point.name for entry_point in entry_points}
     # Checked here rather than through stevedore's NoMatches: DriverManager
     # logs a warning of its own for a missing name before raising.
     if name not in installed:
         raise DriverNotFound(name, installed)
+    # And conflicts too: stevedore before 5.10 does not pass a driver's duplicates to the
+    # conflict resolver, and raises its own MultipleMatches.
+    registered = [entry_point for entry_point in entry_points if entry_point.name == name]
+    if len(registered) > 1:
+        distributions = _distributions_by_entry_point()
+        raise DriverConflict(
+            name,
+            (distributions.get((ep.name, ep.value), (ep.value, None))[0] for ep in registered),
+        )
     manager: stevedore.DriverManager[Driver] = stevedore.DriverManager(
         NAMESPACE,
         name,
@@ -230,10 +240,11 @@ def _raise_conflict(namespace: str, name: str, extensions: list[Extension[Driver
     )
 
 
-def _installed_names() -> set[str]:
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
     # An empty test manager reads the (cached) entry points without importing any plugin.
     scanner: ExtensionManager[Driver] = ExtensionManager.make_test_instance([], namespace=NAMESPACE)
-    return {entry_point.name for entry_point in scanner.list_entry_points()}
+    return list(scanner.list_entry_points())
+
 
 
 def _distribution_of(name: str) -> str | None:
