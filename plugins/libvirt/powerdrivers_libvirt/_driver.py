@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -22,17 +21,33 @@ from powerdrivers import (
     InstanceNotFound,
     InstanceReading,
     InstanceSpec,
-    InvalidOption,
+    InvalidStateTransition,
+    InvalidURI,
     Operation,
     PowerDriversError,
-    Secret,
     VcpuStats,
-    redact_uri,
 )
-from powerdrivers_libvirt._errors import code_name, translate
+from powerdrivers_libvirt._connection import (
+    Connection,
+    Handle,
+    credentials_callback,
+    deregister_callbacks,
+    weak_method,
+)
+from powerdrivers_libvirt._domains import (
+    VcpuTimes,
+    bring_up,
+    lost_race,
+    remove,
+    reset,
+    vcpu_shares,
+    vcpu_times,
+)
+from powerdrivers_libvirt._errors import CATEGORIES, code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
+from powerdrivers_libvirt._options import parse_options
 from powerdrivers_libvirt._states import MANAGED_SAVE, MAYBE_SAVED_REASONS, NATIVE_STATES, native_names
-from powerdrivers_libvirt._uri import check_uri
+from powerdrivers_libvirt._uri import check_uri, node_file, shown_uri
 
 if TYPE_CHECKING:
     from powerdrivers_libvirt._listing import DomainLister
@@ -42,10 +57,8 @@ _T = TypeVar("_T")
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 # Compiled by re on first use, not on import: loading the driver stays cheap.
 _UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-_OPTIONS = {
-    "username", "password", "keepalive_interval", "keepalive_count", "reconnect_timeout", "domain_type",
-    "poll_interval",
-}  # fmt: skip
+#: Error categories that say nothing about the domain's state: no lost race behind them.
+_NOT_RACES = frozenset({"connection", "authentication", "not_found"})
 
 
 class LibvirtDriver(Driver):
@@ -56,12 +69,17 @@ class LibvirtDriver(Driver):
     domains, addressed by UUID or name.
 
     Options: ``username`` and ``password`` (for SASL or similar
-    authentication; give the password through ``POWERDRIVERS_PASSWORD``),
-    ``keepalive_interval`` and ``keepalive_count`` (default 5 and 5),
+    authentication; give the password through ``POWERDRIVERS_PASSWORD``,
+    never in the URI), ``keepalive_interval`` (whole seconds, 1 to 3600, or
+    -1 for none; default 5) and ``keepalive_count`` (1 to 100, default 5),
     ``reconnect_timeout`` (seconds the next call after a lost connection
-    keeps trying, default 10), ``domain_type`` for ``spawn`` (default
-    ``test`` on the test driver, ``kvm`` where ``/dev/kvm`` is usable, else
-    ``qemu``).
+    keeps trying, 0 to 3600, default 10), ``domain_type`` for ``spawn``
+    (default ``test`` on the test driver, ``kvm`` where ``/dev/kvm`` is
+    usable, else ``qemu``). It takes no ``poll_interval``: it never polls.
+
+    Calls may run on any number of threads; closing the driver, or
+    reconnecting, while calls are in flight lets them finish on the old
+    connection, which closes when the last of them returns.
     """
 
     name: ClassVar[str] = "libvirt"
@@ -70,92 +88,57 @@ class LibvirtDriver(Driver):
     native_states = NATIVE_STATES
 
     def __init__(self, uri: str | None = None, **options: Any) -> None:
-        self._reject_unknown_options(self.name, options, _OPTIONS)
+        settings = parse_options(options)
         super().__init__(uri)
         if uri is not None:
             check_uri(uri)
-        self._username = str(options["username"]) if "username" in options else None
-        password = options.get("password")
-        self._password = (
-            password if isinstance(password, Secret) or password is None else Secret(str(password))
-        )
-        self._keepalive = (_number(options, "keepalive_interval", 5), _number(options, "keepalive_count", 5))
-        self._reconnect_timeout = _number(options, "reconnect_timeout", 10.0)
-        self._domain_type = options.get("domain_type")
-        self._lock = threading.RLock()
-        self._conn: libvirt.virConnect | None = None
-        self._broken = False
-        self._callbacks: list[int] = []
+        self._username = settings.username
+        self._password = settings.password
+        self._keepalive = (settings.keepalive_interval, settings.keepalive_count)
+        self._domain_type = settings.domain_type
+        self._lister_lock = threading.Lock()
         self._events_wanted = False
         self._lister: DomainLister | None = None
         ensure_event_loop()
-        self._conn = self._open()
+        self._connection = Connection(
+            self._open, settings.reconnect_timeout_s, self._reopened, lambda: self._closed
+        )
 
     def __repr__(self) -> str:
-        return f"<LibvirtDriver {redact_uri(self.uri) if self.uri else '(default URI)'}>"
+        return f"<LibvirtDriver {shown_uri(self.uri) if self.uri else '(default URI)'}>"
 
     # -- connection ---------------------------------------------------------
 
     def _open(self) -> libvirt.virConnect:
-        shown = redact_uri(self.uri) if self.uri else "the default URI"
+        shown = shown_uri(self.uri) if self.uri else "the default URI"
         try:
             if self._username is not None or self._password is not None:
-                auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], self._credentials, None]
+                auth = [
+                    [libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE],
+                    credentials_callback(self._username, self._password),
+                    None,
+                ]
                 conn = libvirt.openAuth(self.uri, auth, 0)
             else:
                 conn = libvirt.open(self.uri)
         except libvirt.libvirtError as error:
-            raise _naming_uri(translate(error, driver=self.name), shown) from None
+            node = node_file(self.uri)
+            if node is not None:
+                # libvirt's message quotes the file's first line: never pass it on.
+                what = (
+                    "is not a libvirt test-driver node XML file" if os.path.exists(node) else "does not exist"
+                )
+                raise InvalidURI(f"{node} {what}") from None
+            raise _naming_uri(translate(error, driver=self.name, uri=self.uri), shown) from None
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:
             _LOG.debug("keepalive not supported on %s", shown)
-        try:
-            conn.registerCloseCallback(self._connection_closed, None)
-        except libvirt.libvirtError:
-            _LOG.debug("close callback not supported on %s", shown)
         return conn
 
-    def _credentials(self, credentials: list[list[Any]], _opaque: object) -> int:
-        for credential in credentials:
-            if credential[0] == libvirt.VIR_CRED_AUTHNAME:
-                credential[4] = self._username or ""
-            elif credential[0] == libvirt.VIR_CRED_PASSPHRASE:
-                credential[4] = self._password.reveal() if self._password else ""
-        return 0
-
-    def _connection_closed(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
-        _LOG.warning("libvirt connection closed (reason %s); the next call reconnects", reason)
-        self._broken = True
-
-    def _connection(self) -> libvirt.virConnect:
-        with self._lock:
-            if self._conn is not None and not self._broken:
-                return self._conn
-            self._reconnect()
-            assert self._conn is not None
-            return self._conn
-
-    def _reconnect(self) -> None:
-        old, self._conn = self._conn, None
-        if old is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                old.close()
-        deadline = time.monotonic() + self._reconnect_timeout
-        delay = 0.1
-        while True:
-            try:
-                self._conn = self._open()
-                break
-            except HypervisorConnectionError:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        self._broken = False
-        self._callbacks = []
+    def _reopened(self, handle: Handle) -> None:
         if self._events_wanted:
-            self._register_callbacks(self._conn)
+            self._register_callbacks(handle)
             self._publish_resync()
 
     def _call(
@@ -166,9 +149,10 @@ class LibvirtDriver(Driver):
         operation: str | None = None,
     ) -> _T:
         self._check_open()
-        conn = self._connection()
+        connection = self._connection
+        handle = connection.acquire()
         try:
-            return work(conn)
+            return work(handle.conn)
         except libvirt.libvirtError as error:
             translated = translate(
                 error,
@@ -178,15 +162,17 @@ class LibvirtDriver(Driver):
                 state=instance.power_state.value if instance else None,
             )
             if isinstance(translated, HypervisorConnectionError):
-                self._broken = True
+                handle.broken = True
             raise translated from error
+        finally:
+            connection.release(handle)
 
     # -- reading --------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
         lister = self._lister
         if lister is None:
-            with self._lock:
+            with self._lister_lock:
                 if self._lister is None:
                     # Only listing needs the bulk-listing machinery: loading the driver stays cheap.
                     from powerdrivers_libvirt._listing import DomainLister, bulk_module, c_functions
@@ -240,12 +226,25 @@ class LibvirtDriver(Driver):
     def _on_domain(
         self, instance: InstanceReading, operation: str, action: Callable[[libvirt.virDomain], object]
     ) -> None:
-        self._call(
-            lambda conn: action(self._lookup(conn, instance.id)), instance=instance, operation=operation
-        )
+        def work(conn: libvirt.virConnect) -> None:
+            domain = self._lookup(conn, instance.id)
+            try:
+                action(domain)
+            except libvirt.libvirtError as error:
+                if CATEGORIES.get(code_name(error)) in _NOT_RACES:
+                    raise
+                own = self._tracker.own_operation(instance.id)
+                try:
+                    settled = lost_race(domain, instance, Operation(operation), self._reading_of, own)
+                except InvalidStateTransition as refused:
+                    raise refused from error
+                if not settled:
+                    raise
+
+        self._call(work, instance=instance, operation=operation)
 
     def _start(self, instance: InstanceReading) -> None:
-        self._on_domain(instance, "start", _bring_up)
+        self._on_domain(instance, "start", bring_up)
 
     def _power_off(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "power_off", lambda domain: domain.destroy())
@@ -261,21 +260,6 @@ class LibvirtDriver(Driver):
             self._publish(EventKind.REBOOTED, self._read_one(instance.id))
 
     def _hard_reboot(self, instance: InstanceReading) -> None:
-        def reset(domain: libvirt.virDomain) -> None:
-            if domain.state()[0] == libvirt.VIR_DOMAIN_CRASHED:
-                # A crashed domain is kept for inspection; a reset cannot revive it.
-                _power_cycle(domain)
-                return
-            try:
-                domain.reset(0)
-            except libvirt.libvirtError as error:
-                if code_name(error) not in ("VIR_ERR_NO_SUPPORT", "VIR_ERR_OPERATION_UNSUPPORTED"):
-                    raise
-                _power_cycle(domain)
-            # A reset keeps a paused domain paused; the table promises it running.
-            if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                domain.resume()
-
         self._on_domain(instance, "hard_reboot", reset)
         # A reset is invisible to lifecycle events; say that it happened.
         self._publish(EventKind.REBOOTED, self._read_one(instance.id))
@@ -290,14 +274,14 @@ class LibvirtDriver(Driver):
         self._on_domain(instance, "suspend", lambda domain: domain.managedSave(0))
 
     def _resume(self, instance: InstanceReading) -> None:
-        self._on_domain(instance, "resume", _bring_up)
+        self._on_domain(instance, "resume", bring_up)
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
         from powerdrivers_libvirt._xml import domain_xml  # only spawning needs an XML library
 
         xml = domain_xml(spec, self._spawn_domain_type())
 
-        def work(conn: libvirt.virConnect) -> libvirt.virDomain:
+        def work(conn: libvirt.virConnect) -> str:
             domain = conn.defineXML(xml)
             try:
                 domain.create()
@@ -305,99 +289,54 @@ class LibvirtDriver(Driver):
                 # Leave nothing half-made behind: the definition goes too.
                 domain.undefine()
                 raise
-            return domain
+            return str(domain.UUIDString())
 
-        domain = self._call(work, operation="spawn")
-        return self._read_one(domain.UUIDString())
+        return self._read_one(self._call(work, operation="spawn"))
 
     def _delete(self, instance: InstanceReading) -> None:
-        def work(domain: libvirt.virDomain) -> None:
-            if domain.isActive():
-                domain.destroy()
-            if not domain.isPersistent():
-                return
-            flags = (
-                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-            )
-            try:
-                domain.undefineFlags(flags)
-            except libvirt.libvirtError as error:
-                if code_name(error) not in ("VIR_ERR_NO_SUPPORT", "VIR_ERR_INVALID_ARG"):
-                    raise
-                if domain.hasManagedSaveImage(0):
-                    domain.managedSaveRemove(0)
-                domain.undefine()
-
-        self._on_domain(instance, "delete", work)
+        self._on_domain(instance, "delete", remove)
 
     def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
         first = self._vcpu_sample(instance)
         began = time.monotonic()
         time.sleep(window_s)
         second = self._vcpu_sample(instance)
-        elapsed_ns = (time.monotonic() - began) * 1e9
-        stats = []
-        for vcpu in sorted(second):
-            running_ns, waiting_ns = (second[vcpu][i] - first.get(vcpu, second[vcpu])[i] for i in (0, 1))
-            running = min(max(running_ns / elapsed_ns, 0.0), 1.0)
-            waiting = min(max(waiting_ns / elapsed_ns, 0.0), 1.0 - running)
-            stats.append(VcpuStats(vcpu, running, 1.0 - running - waiting, waiting, window_s))
-        return stats
+        return vcpu_shares(first, second, (time.monotonic() - began) * 1e9, window_s)
 
-    def _vcpu_sample(self, instance: InstanceReading) -> dict[int, tuple[int, int]]:
-        """Per VCPU, (nanoseconds running, nanoseconds waiting for a physical CPU) so far."""
-
-        def work(conn: libvirt.virConnect) -> dict[int, tuple[int, int]]:
-            domain = self._lookup(conn, instance.id)
-            records = conn.domainListGetStats([domain], libvirt.VIR_DOMAIN_STATS_VCPU)
-            stats = records[0][1] if records else {}
-            count = int(stats.get("vcpu.current", 0))
-            if count and f"vcpu.{count - 1}.time" in stats:
-                return {
-                    n: (int(stats[f"vcpu.{n}.time"]), int(stats.get(f"vcpu.{n}.wait", 0)))
-                    for n in range(count)
-                }
-            # Drivers without bulk VCPU statistics (the test driver) still answer virDomainGetVcpus.
-            infos = domain.vcpus()[0]
-            return {int(info[0]): (int(info[2]), 0) for info in infos}
-
-        return self._call(work, instance=instance, operation="vcpu_stats")
+    def _vcpu_sample(self, instance: InstanceReading) -> VcpuTimes:
+        return self._call(
+            lambda conn: vcpu_times(conn, self._lookup(conn, instance.id)),
+            instance=instance,
+            operation="vcpu_stats",
+        )
 
     # -- events ---------------------------------------------------------------------
 
     def _start_native_events(self) -> None:
-        with self._lock:
-            self._events_wanted = True
-            self._register_callbacks(self._connection())
+        self._events_wanted = True
+        self._connection.locked(self._register_callbacks)
 
     def _stop_native_events(self) -> None:
-        with self._lock:
-            self._events_wanted = False
-            conn, callbacks, self._callbacks = self._conn, self._callbacks, []
-            if conn is None or self._broken:
-                return
-            for callback in callbacks:
-                try:
-                    conn.domainEventDeregisterAny(callback)
-                except libvirt.libvirtError:
-                    _LOG.debug("could not deregister event callback %s", callback)
+        self._events_wanted = False
+        self._connection.if_open(deregister_callbacks)
 
-    def _register_callbacks(self, conn: libvirt.virConnect) -> None:
+    def _register_callbacks(self, handle: Handle) -> None:
+        """Register the event callbacks on ``handle``'s connection, unless they are."""
+        if handle.callbacks:
+            return
+        conn = handle.conn
         try:
-            self._callbacks = [
-                conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
-                ),
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._rebooted, None),
-            ]
+            for event_id, method in (
+                (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle),
+                (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._rebooted),
+            ):
+                # libvirt keeps the callback until it is deregistered: it must not keep the driver.
+                handle.callbacks.append(conn.domainEventRegisterAny(None, event_id, *weak_method(method)))
         except libvirt.libvirtError as error:
+            deregister_callbacks(handle)
             raise translate(error, driver=self.name) from error
 
-    def _lifecycle(
-        self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _: object
-    ) -> None:
+    def _lifecycle(self, domain: libvirt.virDomain, event: int, detail: int) -> None:
         from powerdrivers_libvirt._events import event_meaning  # only event delivery needs the table
 
         meaning = event_meaning(event, detail)
@@ -421,7 +360,7 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError:
             return False
 
-    def _rebooted(self, _conn: libvirt.virConnect, domain: libvirt.virDomain, _: object) -> None:
+    def _rebooted(self, domain: libvirt.virDomain) -> None:
         self._publish(
             EventKind.REBOOTED,
             self.native_states.reading(domain.UUIDString(), domain.name(), "running", "booted"),
@@ -430,58 +369,23 @@ class LibvirtDriver(Driver):
     # -- lifecycle --------------------------------------------------------------------
 
     def _close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
+        with self._lister_lock:
             lister = self._lister
         if lister is not None:
             lister.close()
-        if conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.unregisterCloseCallback()
-            try:
-                conn.close()
-            except libvirt.libvirtError:
-                _LOG.debug("closing the libvirt connection failed", exc_info=True)
+        # Calls still in flight finish on the connection; the last of them closes it.
+        self._connection.close()
 
     def _is_test_driver(self) -> bool:
         return bool(self._call(lambda conn: conn.getType()) == "TEST")
 
     def _spawn_domain_type(self) -> str:
         if self._domain_type:
-            return str(self._domain_type)
+            return self._domain_type
         if self._is_test_driver():
             return "test"
         local = self.uri is None or ("://" in self.uri and self.uri.split("://", 1)[1].startswith("/"))
         return "kvm" if not local or os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
-
-
-def _bring_up(domain: libvirt.virDomain) -> None:
-    """Run a domain that is off, crashed, suspended by managed save or by the guest."""
-    state = domain.state()[0]
-    if state == libvirt.VIR_DOMAIN_PMSUSPENDED:
-        domain.pMWakeup(0)
-    elif state == libvirt.VIR_DOMAIN_CRASHED:
-        _power_cycle(domain)
-    else:
-        # create() also restores a managed-save image, which is how SUSPENDED starts.
-        domain.create()
-
-
-def _power_cycle(domain: libvirt.virDomain) -> None:
-    if domain.isActive():
-        domain.destroy()
-    domain.create()
-
-
-def _number(options: dict[str, Any], key: str, default: float) -> Any:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOption(f"libvirt option {key} must be a number, not {value!r}") from None
-    if number < 0:
-        raise InvalidOption(f"libvirt option {key} must not be negative")
-    return int(number) if isinstance(default, int) else number
 
 
 def _is_uuid(ref: str) -> bool:

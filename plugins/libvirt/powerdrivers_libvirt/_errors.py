@@ -19,6 +19,7 @@ from powerdrivers import (
     PowerDriversError,
     UnsupportedOperation,
 )
+from powerdrivers_libvirt._uri import scrub
 
 # Every VIR_ERR_* code the installed libvirt defines must appear here; a test
 # enumerates them, so a libvirt release that adds one fails a test, not a user.
@@ -106,10 +107,14 @@ def translate(
     instance: str | None = None,
     operation: str | None = None,
     state: str | None = None,
+    uri: str | None = None,
 ) -> PowerDriversError:
-    """Return the powerdrivers exception for ``error``; the caller raises it ``from`` the original."""
+    """Return the powerdrivers exception for ``error``; the caller raises it ``from`` the original.
+
+    libvirt's message is kept, with ``uri`` and any URI's user and password masked.
+    """
     name = code_name(error)
-    message = (error.get_error_message() or str(error)).strip()
+    message = scrub((error.get_error_message() or str(error)).strip(), uri)
     category = CATEGORIES.get(name, "hypervisor")
     if category == "not_found":
         return InstanceNotFound(instance or message)

@@ -1,7 +1,14 @@
-"""Checking a libvirt URI before libvirt tries, so a typo is a clear error, not a socket error."""
+"""Checking a libvirt URI before libvirt tries, so a typo is a clear error, not a socket error.
+
+A URI is also where a secret could leak: it shows in process listings, and
+libvirt echoes it (and a test-driver node file's first line) in its error
+messages. So a password in the URI is refused, and what libvirt says is
+scrubbed before it reaches an exception or a log.
+"""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from powerdrivers import InvalidURI, redact_uri
@@ -14,10 +21,28 @@ DRIVERS = frozenset(
     }
 )  # fmt: skip
 TRANSPORTS = frozenset({"unix", "ssh", "tcp", "tls", "libssh", "libssh2", "ext"})
+#: Drivers that libvirt runs inside the calling process rather than through its remote driver.
+IN_PROCESS = frozenset(
+    {"test", "esx", "gsx", "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion", "openvz"}
+)
+#: Query parameters that carry secrets (those the core masks too).
+_HIDDEN_KEYS = "|".join(("password", "passwd", "pass", "secret", "token"))
+#: The same inside any text, with their values.
+_HIDDEN_PARAMETER = rf"([?&;](?:{_HIDDEN_KEYS})=)[^&;\s]*"
+#: A URI's user and password inside any text, up to the last '@' of the word: a password may hold
+#: characters (# ? / @) that end the authority of a well-formed URI.
+_USERINFO = r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s:@/]*:\S*@"
+_NOT_IN_THE_URI = (
+    "the libvirt driver takes no password in the URI, where process listings and logs would show it: "
+    "set POWERDRIVERS_PASSWORD or the password option (libvirt asks for it through its "
+    "authentication callback); the user name may stay in the URI or go in the username option"
+)
 
 
 def check_uri(uri: str) -> None:
-    """Raise ``InvalidURI`` unless ``uri`` names a libvirt driver and transport."""
+    """Raise ``InvalidURI`` unless ``uri`` names a libvirt driver and transport, and holds no password."""
+    if _has_password(uri):
+        raise InvalidURI(_NOT_IN_THE_URI)
     try:
         scheme = urlsplit(uri).scheme
     except ValueError as error:
@@ -35,3 +60,53 @@ def check_uri(uri: str) -> None:
         raise InvalidURI(
             f"{redact_uri(uri)!r}: {transport!r} is not a libvirt transport ({', '.join(sorted(TRANSPORTS))})"
         )
+
+
+def _has_password(uri: str) -> bool:
+    query = uri.partition("?")[2]
+    for parameter in re.split(r"[&;]", query):
+        if re.fullmatch(_HIDDEN_KEYS, parameter.partition("=")[0].strip(), flags=re.IGNORECASE):
+            return True
+    rest = uri.partition("://")[2]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        return bool(authority.rpartition("@")[0].partition(":")[2])
+    # Not a well-formed user-info, yet libvirt would echo it: 'user:pa#ss@host' ends the
+    # authority at '#'. What comes before the last '@' is a user and password unless what
+    # follows its first ':' is a port number, or the first ':' comes after a path began.
+    before_at = rest.rpartition("@")[0]
+    user, colon, after = before_at.partition(":")
+    if not colon or "/" in user:
+        return False
+    return not re.split(r"[/?#]", after, maxsplit=1)[0].isdigit()
+
+
+def scrub(message: str, uri: str | None = None) -> str:
+    """Return libvirt's ``message`` with ``uri``, any URI's user and password, and secrets masked."""
+    if uri:
+        message = message.replace(uri, shown_uri(uri))
+    message = re.sub(_HIDDEN_PARAMETER, r"\1********", message, flags=re.IGNORECASE)
+    return re.sub(_USERINFO, r"\1********@", message)
+
+
+def shown_uri(uri: str) -> str:
+    """Return ``uri`` as messages may show it: any password, and the user with it, masked."""
+    return re.sub(_USERINFO, r"\1********@", redact_uri(uri))
+
+
+def node_file(uri: str | None) -> str | None:
+    """Return the node XML file a test-driver URI (``test:///path/node.xml``) names, if it names one."""
+    if not uri or not uri.startswith("test:///"):
+        return None
+    path = urlsplit(uri).path
+    return None if path == "/default" else path
+
+
+def in_process(uri: str) -> bool:
+    """Whether libvirt serves ``uri`` inside this process (``test:///default``) rather than remotely."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return False
+    driver, _, transport = parts.scheme.partition("+")
+    return driver in IN_PROCESS and not transport and (driver != "test" or not parts.hostname)

@@ -23,6 +23,11 @@ COUNT = 300
 SAVED = ("d00000", "d00005", "d00295")
 
 
+def conn_of(driver: LibvirtDriver) -> libvirt.virConnect:
+    """The driver's libvirt connection, for tests that call libvirt beside it."""
+    return driver._connection.locked(lambda handle: handle.conn)
+
+
 @pytest.fixture
 def node_uri(tmp_path: Path) -> str:
     """A node of COUNT test-driver domains in every run state, round robin."""
@@ -75,7 +80,7 @@ def _listers(driver: LibvirtDriver) -> dict[str, DomainLister]:
 
 
 def test_every_path_gives_the_same_readings(driver: LibvirtDriver) -> None:
-    conn = driver._connection()
+    conn = conn_of(driver)
     listers = _listers(driver)
     for lister in listers.values():
         lister._overlap.close()  # in line only: the overlap has tests of its own
@@ -101,7 +106,7 @@ def test_every_path_gives_the_same_readings(driver: LibvirtDriver) -> None:
 
 def test_a_removed_image_is_noticed_by_the_next_listing(driver: LibvirtDriver) -> None:
     driver.list_instances()
-    driver._connection().lookupByName("d00005").managedSaveRemove(0)
+    conn_of(driver).lookupByName("d00005").managedSaveRemove(0)
     by_name = {reading.name: reading for reading in driver.list_instances()}
     assert by_name["d00005"].power_state is PowerState.SHUTOFF
     assert by_name["d00000"].power_state is PowerState.SUSPENDED
@@ -159,7 +164,7 @@ def test_the_bulk_module_refuses_what_is_not_a_connection_handle(driver: Libvirt
     bulk = bulk_module()
     require_real("powerdrivers_libvirt._bulk", bulk is not None, "the C extension was not built")
     assert bulk is not None
-    domain = driver._connection().listAllDomains(0)[0]
+    domain = conn_of(driver).listAllDomains(0)[0]
     for wrong in (object(), domain._o):
         with pytest.raises((TypeError, ValueError)):
             bulk.domain_states(wrong)
@@ -247,7 +252,7 @@ def test_no_managed_save_query_outlives_its_listing(tmp_path: Path, with_bulk: b
     with powerdrivers.load_driver("libvirt", f"test://{path}") as loaded:
         assert isinstance(loaded, LibvirtDriver)
         lister = _overlapping(loaded, c._replace(list_all_domains=slow_query), with_bulk)
-        conn = loaded._connection()
+        conn = conn_of(loaded)
         assert len(lister.read_all(conn)) == 20
         returned = time.monotonic()
         assert finished and finished[0] <= returned
@@ -264,7 +269,7 @@ def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    readings = lister.read_all(driver._connection())
+    readings = lister.read_all(conn_of(driver))
     assert sum(r.native_reason == "managed_save" for r in readings) == len(SAVED)
     assert lister._overlap._thread is None
     monkeypatch.undo()
@@ -277,7 +282,7 @@ def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
 
 def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDriver) -> None:
     lister = _overlapping(driver)
-    lister.read_all(driver._connection())
+    lister.read_all(conn_of(driver))
     thread = lister._overlap._thread
     assert thread is not None and thread.is_alive()
     lister.close()
@@ -285,12 +290,12 @@ def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDr
     thread.join(timeout=5)
     assert not thread.is_alive()
     # Listings still work, asking in line.
-    assert sum(r.native_reason == "managed_save" for r in lister.read_all(driver._connection())) == len(SAVED)
+    assert sum(r.native_reason == "managed_save" for r in lister.read_all(conn_of(driver))) == len(SAVED)
 
 
 def test_a_dropped_lister_lets_its_thread_end(driver: LibvirtDriver) -> None:
     lister = _overlapping(driver)
-    lister.read_all(driver._connection())
+    lister.read_all(conn_of(driver))
     thread = lister._overlap._thread
     assert thread is not None
     del lister
@@ -331,7 +336,7 @@ def test_a_record_without_its_reason_reads_unknown_with_the_number_kept(driver: 
         return records
 
     lister = DomainLister(driver._reading_of, c._replace(get_all_domain_stats=without_reasons))
-    readings = lister.read_all(driver._connection())
+    readings = lister.read_all(conn_of(driver))
     lister.close()
     assert len(readings) == COUNT
     assert {r.native_reason for r in readings} == {"-1"}
