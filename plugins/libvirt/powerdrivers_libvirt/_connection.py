@@ -84,8 +84,9 @@ class Connection:
 
     ``open_conn`` opens a connection (raising ``HypervisorConnectionError``
     when the daemon cannot be reached); ``reopened`` is called with each
-    replacement before any call uses it; ``closed`` says whether the driver
-    has been closed, so that a reconnection stops trying.
+    replacement once it is in place, by the call that made it, before that
+    call goes on; ``closed`` says whether the driver has been closed, so
+    that a reconnection stops trying.
     """
 
     def __init__(
@@ -172,17 +173,16 @@ class Connection:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
-        installed = False
-        try:
-            self._reopened(handle)
-            with self._swap:
-                if not self._shut:
-                    self._current, installed = handle, True
-        finally:
-            if not installed and handle.retire():
-                _free(handle)
+        with self._swap:
+            installed = not self._shut
+            if installed:
+                self._current = handle
         if not installed:
+            if handle.retire():
+                _free(handle)
             raise _closed_error()
+        # Installed first: what the hook sets off (a listener reading at once) finds it in place.
+        self._reopened(handle)
         return handle
 
 

@@ -238,3 +238,18 @@ def test_only_powerdrivers_errors_escape_a_closed_driver(driver: LibvirtDriver) 
     for call in (driver.list_instances, lambda: driver.start("test"), lambda: driver.get_instance("test")):
         with pytest.raises(PowerDriversError):
             call()
+
+
+def test_a_listener_may_read_at_once_on_the_resync_after_a_reconnection(driver: LibvirtDriver) -> None:
+    seen: list[list[str]] = []
+
+    def reread(event: powerdrivers.Event) -> None:
+        if event.kind is powerdrivers.EventKind.RESYNC:
+            seen.append([reading.name for reading in driver.list_instances()])
+
+    with driver.subscribe(reread):
+        old = conn_of(driver)
+        lose_connection(driver)
+        assert [reading.name for reading in driver.list_instances()] == ["test"]
+    assert seen == [["test"]]
+    assert is_closed(old)
