@@ -21,6 +21,7 @@ from powerdrivers import (
     InvalidOption,
     InvalidStateTransition,
     InvalidURI,
+    Operation,
     PowerDriversError,
     PowerState,
 )
@@ -173,6 +174,18 @@ def test_a_failure_the_state_does_not_explain_is_kept(default_driver: Driver) ->
     off = default_driver.power_off("test")
     with pytest.raises(powerdrivers.UnsupportedOperation, match="virDomainPMWakeup"):
         default_driver._on_domain(off, "start", lambda domain: domain.pMWakeup(0))
+
+
+def test_a_shutdowns_forced_power_off_finding_the_guest_off_succeeds(default_driver: Driver) -> None:
+    # The guest went off between the shutdown's last look and its forced power-off: the
+    # shutdown's goal holds, so the power-off libvirt refuses is no failure.
+    assert isinstance(default_driver, LibvirtDriver)
+    running = default_driver.get_instance("test")
+    default_driver.power_off("test")
+    with default_driver._track(running, Operation.SHUTDOWN):
+        default_driver._power_off(running)
+    with pytest.raises(InvalidStateTransition, match="cannot power_off instance 'test': it is shutoff"):
+        default_driver._power_off(running)
 
 
 # -- secrets ---------------------------------------------------------------------------
