@@ -498,6 +498,27 @@ def test_hang_makes_a_client_with_a_timeout_time_out(sim: XapiSimulator) -> None
     assert len(client.xenapi.VM.get_all()) == len(DEFAULT_VMS)
 
 
+def test_stall_drops_connections_then_serves_the_same_sessions(sim: XapiSimulator, session: Any) -> None:
+    handle = session.handle
+    sim.stall(0.6)
+    began = time.monotonic()
+    with pytest.raises(OSError):
+        session.xenapi.VM.get_all()
+    assert time.monotonic() - began < 0.5  # refused at once, not held
+    wait_for(lambda: time.monotonic() - began > 0.7)
+    assert len(session.xenapi.VM.get_all()) == len(DEFAULT_VMS)
+    assert session.handle == handle  # the session outlived the stall
+    assert sim.session_count == 1
+
+
+def test_call_counts_are_kept_per_method(sim: XapiSimulator, session: Any) -> None:
+    before = sim.call_count("VM.get_all")
+    session.xenapi.VM.get_all()
+    session.xenapi.VM.get_all()
+    assert sim.call_count("VM.get_all") == before + 2
+    assert sim.call_count("session.login_with_password") == 1
+
+
 def test_paused_responses_complete_once_resumed(sim: XapiSimulator, session: Any) -> None:
     results: list[int] = []
     other = login(sim)

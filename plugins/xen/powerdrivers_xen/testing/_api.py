@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +96,13 @@ class XapiApi:
         self._events = EventService(world.db, world.sessions, world.closing)
         self._fields = _prototype_fields()
         self._methods = self._build()
+        self._calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
 
     def dispatch(self, method: str, params: tuple[Any, ...]) -> dict[str, Any]:
         """Run ``method`` and return xapi's Success or Failure envelope."""
+        with self._calls_lock:
+            self._calls[method] += 1
         try:
             return {"Status": "Success", "Value": self._call(method, params)}
         except XapiError as error:
@@ -107,6 +112,11 @@ class XapiApi:
                 "Status": "Failure",
                 "ErrorDescription": [INTERNAL_ERROR, f"{type(error).__name__}: {error}"],
             }
+
+    def call_count(self, method: str) -> int:
+        """How many calls of ``method`` were received (answered or not)."""
+        with self._calls_lock:
+            return self._calls[method]
 
     @property
     def method_names(self) -> list[str]:

@@ -2,8 +2,9 @@
 
 Each request runs in its own daemon thread, so a long-poll or a slow operation does not block
 other clients. The gate holds every request for a while (:meth:`ResponseGate.hang`) or until
-released (:meth:`ResponseGate.pause`), so a client's socket timeout can be exercised. Stopping
-the server drops the connections still open, as a dying xapi does.
+released (:meth:`ResponseGate.pause`), so a client's socket timeout can be exercised, or has
+connections closed unanswered for a while (:meth:`ResponseGate.refuse`), as a stalled xapi
+does. Stopping the server drops the connections still open, as a dying xapi does.
 """
 
 from __future__ import annotations
@@ -23,11 +24,22 @@ MAX_PAUSE = 600.0
 
 
 class ResponseGate:
-    """Holds incoming requests until a deadline passes or the gate is opened."""
+    """Holds incoming requests until a deadline passes or the gate is opened; or refuses them."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._until = 0.0
+        self._refuse_until = 0.0
+
+    def refuse(self, seconds: float) -> None:
+        """Close every connection, unanswered, for ``seconds`` from now."""
+        with self._cond:
+            self._refuse_until = time.monotonic() + max(0.0, seconds)
+
+    @property
+    def refusing(self) -> bool:
+        """Whether connections are being closed unanswered."""
+        return time.monotonic() < self._refuse_until
 
     def hang(self, seconds: float) -> None:
         """Hold every request, including ones arriving meanwhile, for ``seconds`` from now."""
@@ -83,8 +95,13 @@ class XmlRpcServer(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
             address, requestHandler=_Handler, logRequests=False, allow_none=False, encoding="utf-8"
         )
         self.register_instance(_Instance(dispatch, gate))
+        self._gate = gate
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Refuse (close unanswered) every new connection while the gate refuses."""
+        return not self._gate.refusing
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Remember the connection, then serve it in its own thread."""

@@ -149,6 +149,18 @@ class XapiSimulator:
         """Hold every call (those arriving meanwhile too) for ``seconds``, so clients time out."""
         self._gate.hang(seconds)
 
+    def stall(self, seconds: float) -> None:
+        """Stop answering for ``seconds``: open connections drop and new ones close unanswered.
+
+        Unlike :meth:`restart`, sessions survive and nothing else changes; unlike :meth:`hang`,
+        clients see connection errors at once rather than silence. Operations in flight go on.
+        """
+        self._gate.refuse(seconds)
+        with self._lock:
+            server = self._server
+        if server is not None:
+            server.drop_connections()
+
     def pause_responses(self) -> None:
         """Hold every call until :meth:`resume_responses` (at most ten minutes)."""
         self._gate.pause()
@@ -164,6 +176,10 @@ class XapiSimulator:
     def set_credentials(self, username: str, password: str) -> None:
         """Accept only this username/password from now on (open sessions stay valid)."""
         self._world.sessions.set_credentials(username, password)
+
+    def call_count(self, method: str) -> int:
+        """How many calls of ``method`` (``"task.get_status"``...) reached the API since the start."""
+        return self._api.call_count(method)
 
     @property
     def session_count(self) -> int:
