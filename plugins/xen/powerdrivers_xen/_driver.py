@@ -6,95 +6,48 @@ import logging
 import threading
 import time
 import uuid
-import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
-
-import XenAPI
 
 from powerdrivers import (
     Capability,
     ConfigurationError,
     Driver,
     EventKind,
+    HypervisorConnectionError,
     InstanceNotFound,
     InstanceReading,
-    InvalidOption,
-    InvalidURI,
+    Operation,
+    OperationTimeout,
     PowerDriversError,
-    Secret,
     VcpuStats,
     redact_uri,
 )
 from powerdrivers._changes import change_kind
-from powerdrivers_xen._errors import translate_failure, translate_transport
+from powerdrivers_xen._options import OPTIONS, parse_settings
+from powerdrivers_xen._session import XapiSession
 from powerdrivers_xen._states import NATIVE_STATES, POWER_OPERATIONS, in_flight
-from powerdrivers_xen._transport import transport_for
 
 _LOG = logging.getLogger("powerdrivers.xen")
 _T = TypeVar("_T")
-_OPTIONS = {
-    "username",
-    "password",
-    "password_file",
-    "verify_tls",
-    "timeout",
-    "event_timeout",
-    "poll_interval",
-}
-_ORIGINATOR = "powerdrivers"
-
-
-class _Xapi:
-    """One logged-in XenAPI session; the SDK's sessions are not thread-safe, so calls take turns."""
-
-    def __init__(self, url: str, username: str, password: Secret, timeout_s: float, verify: bool) -> None:
-        self.url = url
-        self._lock = threading.Lock()
-        self._session = XenAPI.Session(url, transport=transport_for(url, timeout_s, verify))
-        # The SDK logs in again by itself, once per expired session, with these credentials.
-        self.call(lambda api: api.login_with_password(username, password.reveal(), "2.0", _ORIGINATOR))
-
-    def call(
-        self, work: Callable[[Any], _T], *, instance: str | None = None, operation: str | None = None
-    ) -> _T:
-        """Run ``work(session.xenapi)``; raise only powerdrivers errors."""
-        with self._lock:
-            try:
-                return work(self._session.xenapi)
-            except XenAPI.Failure as failure:
-                raise translate_failure(failure, instance=instance, operation=operation) from None
-            except PowerDriversError:
-                raise
-            except (OSError, xmlrpc.client.Error, ValueError) as error:
-                raise translate_transport(error, self.url) from None
-
-    @property
-    def handle(self) -> str:
-        """The session reference; it changes when the SDK had to log in again."""
-        return str(self._session.handle)
-
-    def logout(self) -> None:
-        """End the session; errors are only logged, since there is nothing left to do about them."""
-        try:
-            self.call(lambda api: api.session.logout())
-        except PowerDriversError as error:
-            _LOG.debug("xapi logout failed: %s", error)
+#: The longest pause between two attempts to reach xapi again while following a reboot.
+_MAX_RETRY_DELAY_S = 1.0
 
 
 class XenDriver(Driver):
     """Power management of Xen VMs through xapi (XenServer, XCP-ng), with the official XenAPI SDK.
 
     URI: ``https://host[:port]`` (``http://`` works, with a warning: the
-    password would cross the network in clear). Options: ``username``
-    (default ``root``); the password from ``POWERDRIVERS_PASSWORD``, the
-    ``password`` option or a ``password_file``; ``verify_tls`` (default
-    true; ``false`` is an explicit opt-out); ``timeout`` for every call
-    (default 30 s); ``event_timeout``, the long-poll of the event thread
-    (default 2 s). Instances are VMs, addressed by uuid or name_label;
-    templates, snapshots and the control domain are not instances.
+    password would cross the network in clear; credentials in the URI are
+    refused). Options: ``username`` (default ``root``); the password from
+    ``POWERDRIVERS_PASSWORD``, the ``password`` option or a
+    ``password_file``; ``verify_tls`` (default true; ``false`` is an
+    explicit opt-out); ``timeout``, the bound of every call as a whole
+    (default 30 s, at most 3600); ``event_timeout``, the long-poll of the
+    event thread (default 2 s, at most 60); ``poll_interval``, the pace of
+    following a soft reboot's task (default 0.05 s, at most 60). Instances
+    are VMs, addressed by uuid or name_label; templates, snapshots and the
+    control domain are not instances.
     """
 
     name: ClassVar[str] = "xen"
@@ -115,15 +68,13 @@ class XenDriver(Driver):
     native_states = NATIVE_STATES
 
     def __init__(self, uri: str | None = None, **options: Any) -> None:
-        self._reject_unknown_options(self.name, options, _OPTIONS)
-        super().__init__(uri)
-        self._url = _check_uri(uri)
-        self._username = str(options.get("username", "root"))
-        self._password = _password(options)
-        self._verify = _flag(options.get("verify_tls", True), "verify_tls")
-        self._timeout_s = _seconds(options.get("timeout", 30.0), "timeout")
-        self._event_timeout_s = _seconds(options.get("event_timeout", 2.0), "event_timeout")
-        if not self._verify:
+        self._reject_unknown_options(self.name, options, OPTIONS)
+        self._settings = settings = parse_settings(uri, options)
+        super().__init__(uri, poll_interval_s=settings.poll_interval_s)
+        self._url = settings.url
+        self._timeout_s = settings.timeout_s
+        self._event_timeout_s = settings.event_timeout_s
+        if not settings.verify_tls:
             _LOG.warning("TLS certificate verification is off for %s", self._url)
         self._xapi = self._login()
         self._clean_tasks: dict[str, str] = {}
@@ -132,10 +83,10 @@ class XenDriver(Driver):
         self._watchers: list[threading.Thread] = []
 
     def __repr__(self) -> str:
-        return f"<XenDriver {redact_uri(self._url)} user={self._username!r}>"
+        return f"<XenDriver {redact_uri(self._url)} user={self._settings.username!r}>"
 
-    def _login(self, timeout_s: float | None = None) -> _Xapi:
-        return _Xapi(self._url, self._username, self._password, timeout_s or self._timeout_s, self._verify)
+    def _login(self, timeout_s: float | None = None) -> XapiSession:
+        return XapiSession(self._settings, timeout_s)
 
     # -- reading ------------------------------------------------------------------
 
@@ -209,14 +160,31 @@ class XenDriver(Driver):
         watcher.start()
 
     def _await_reboot(self, instance_id: str, task: str) -> None:
-        """Publish REBOOTED when xapi reports the clean reboot done (xapi itself bounds the wait)."""
-        while not self._stop_events.wait(0.05):
+        """Publish REBOOTED when xapi reports the clean reboot done (xapi itself bounds the wait).
+
+        A failure to reach xapi (a restart, a stall, a dropped connection) says nothing about
+        the reboot: it is retried for as long as the core waits for this reboot, so that a
+        reboot xapi completed is reported graceful rather than forced at the timeout.
+        """
+        poll_s = self._settings.poll_interval_s
+        delay = poll_s
+        failures = 0
+        while not self._stop_events.wait(delay) and self._tracker.in_flight(instance_id) is Operation.REBOOT:
             try:
                 status = self._task_status(task)
                 if status == "pending":
+                    delay = poll_s
                     continue
                 if status == "success":
                     self._publish(EventKind.REBOOTED, self._read_one(instance_id))
+            except (HypervisorConnectionError, OperationTimeout) as error:
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                _LOG.log(
+                    level, "xen: lost xapi while following the reboot of %s: %s; retrying", instance_id, error
+                )
+                delay = min(delay * 2, max(poll_s, _MAX_RETRY_DELAY_S))
+                continue
             except PowerDriversError as error:
                 _LOG.warning("xen: could not follow the reboot of %s: %s", instance_id, error)
             return
@@ -274,7 +242,7 @@ class XenDriver(Driver):
         if thread is not None and thread is not threading.current_thread():
             thread.join(self._event_timeout_s + self._timeout_s + 1)
 
-    def _event_baseline(self) -> tuple[dict[str, InstanceReading], str, _Xapi]:
+    def _event_baseline(self) -> tuple[dict[str, InstanceReading], str, XapiSession]:
         """Log in a session for events and read where things stand (an empty token lists everything)."""
         # The long poll may take event_timeout by design; only beyond that is the server silent.
         source = self._login(self._event_timeout_s + min(self._timeout_s, 5.0))
@@ -286,7 +254,7 @@ class XenDriver(Driver):
         }
         return baseline, str(batch["token"]), source
 
-    def _event_loop(self, source: _Xapi, token: str, known: dict[str, InstanceReading]) -> None:
+    def _event_loop(self, source: XapiSession, token: str, known: dict[str, InstanceReading]) -> None:
         delay = 0.1
         handle = source.handle
         while not self._stop_events.is_set():
@@ -381,63 +349,3 @@ def _is_uuid(ref: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _check_uri(uri: str | None) -> str:
-    if not uri:
-        raise InvalidURI("the xen driver needs the pool master's URI, e.g. https://xenserver.example")
-    try:
-        parts = urlsplit(uri)
-        port = parts.port
-    except ValueError as error:
-        raise InvalidURI(f"{redact_uri(uri)!r} is not a URI: {error}") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidURI(f"the xen driver takes https://host[:port], not {redact_uri(uri)!r}")
-    if parts.username or parts.password:
-        raise InvalidURI(
-            "give the user with -o username= and the password in POWERDRIVERS_PASSWORD, not in the URI"
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidURI(f"the xen driver takes https://host[:port] with no path, not {redact_uri(uri)!r}")
-    if parts.scheme == "http":
-        _LOG.warning("connecting to xapi over plain http: the password crosses the network unencrypted")
-    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
-    if ":" in parts.hostname:
-        netloc = f"[{parts.hostname}]" + (f":{port}" if port is not None else "")
-    return f"{parts.scheme}://{netloc}/"
-
-
-def _password(options: Mapping[str, Any]) -> Secret:
-    value = options.get("password")
-    if isinstance(value, Secret):
-        return value
-    if value is not None:
-        return Secret(str(value))
-    if "password_file" in options:
-        path = Path(str(options["password_file"]))
-        try:
-            return Secret(path.read_text(encoding="utf-8").strip())
-        except OSError as error:
-            raise InvalidOption(f"cannot read password_file {path}: {error.strerror}") from None
-    raise InvalidOption("the xen driver needs a password: set POWERDRIVERS_PASSWORD or -o password_file=PATH")
-
-
-def _flag(value: object, option: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidOption(f"{option} must be true or false, not {value!r}")
-
-
-def _seconds(value: object, option: str) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        raise InvalidOption(f"{option} must be a number of seconds, not {value!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise InvalidOption(f"{option} must be a positive, finite number of seconds")
-    return seconds

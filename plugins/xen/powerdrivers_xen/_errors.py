@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import socket
 import ssl
 import xmlrpc.client
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from urllib.parse import quote, quote_plus
+from xml.parsers.expat import ExpatError
 
 import XenAPI
 
@@ -19,6 +22,7 @@ from powerdrivers import (
     InvalidStateTransition,
     OperationTimeout,
     PowerDriversError,
+    Secret,
 )
 from powerdrivers_xen._states import NATIVE_STATES
 
@@ -41,14 +45,43 @@ CATEGORIES: Mapping[str, str] = MappingProxyType(
 )
 
 
+Scrub = Callable[[str], str]
+_MASK = "********"
+
+
+def scrubber(secret: Secret) -> Scrub:
+    """Return a function masking ``secret`` in a text, as written or as a URL or XML would carry it.
+
+    Every text from the server or the SDK passes through it before it is put in a message: a
+    server (or a proxy before it) may echo what it was sent, the password included.
+    """
+    value = secret.reveal()
+    if not value:
+        return _unchanged
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), html.escape(value), repr(value)[1:-1]}
+    ordered = sorted(forms, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for form in ordered:
+            text = text.replace(form, _MASK)
+        return text
+
+    return scrub
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
 def translate_failure(
     failure: XenAPI.Failure,
     *,
     instance: str | None = None,
     operation: str | None = None,
+    scrub: Scrub = _unchanged,
 ) -> PowerDriversError:
-    """Return the powerdrivers exception for a XenAPI ``Failure``."""
-    details = [str(item) for item in failure.details] or ["UNKNOWN"]
+    """Return the powerdrivers exception for a XenAPI ``Failure``; ``scrub`` cleans the server's texts."""
+    details = [scrub(str(item)) for item in _items(failure.details)] or ["UNKNOWN"]
     code, params = details[0], details[1:]
     category = CATEGORIES.get(code, "hypervisor")
     subject = instance or (params[0] if params else "?")
@@ -78,20 +111,38 @@ def _canonical(xen_state: str) -> str:
     return NATIVE_STATES.lookup(xen_state.strip().capitalize())[0].value
 
 
-def translate_transport(error: BaseException, url: str) -> PowerDriversError:
-    """Return the powerdrivers exception for a transport-level failure talking to ``url``."""
+def _items(details: object) -> list[object]:
+    # A malformed envelope may carry anything as its ErrorDescription.
+    return list(details) if isinstance(details, (list, tuple)) else [details]
+
+
+def translate_transport(error: BaseException, url: str, *, scrub: Scrub = _unchanged) -> PowerDriversError:
+    """Return the powerdrivers exception for a transport-level failure talking to ``url``.
+
+    ``url`` is the driver's own normalised URL, which holds no credentials; the error's texts
+    come from the server or the SDK and pass through ``scrub``.
+    """
     if isinstance(error, (TimeoutError, socket.timeout)):
         return OperationTimeout(f"xapi at {url} did not answer in time")
     if isinstance(error, ssl.SSLError):
-        return HypervisorConnectionError(f"TLS with xapi at {url} failed: {error.reason or error}")
+        return HypervisorConnectionError(
+            f"TLS with xapi at {url} failed: {scrub(str(error.reason or error))}"
+        )
     if isinstance(error, xmlrpc.client.ProtocolError):
-        return HypervisorConnectionError(f"xapi at {url} answered HTTP {error.errcode} {error.errmsg}")
+        # Not str(error): it holds the URL as the SDK was given it.
+        return HypervisorConnectionError(
+            f"xapi at {url} answered HTTP {error.errcode} {scrub(str(error.errmsg))}"
+        )
     if isinstance(error, xmlrpc.client.Fault):
         if error.faultCode == 401:
             return HypervisorConnectionError(f"xapi at {url} refused the session (logged out)")
         return HypervisorError(
-            f"xapi fault {error.faultCode}: {error.faultString}", code=str(error.faultCode)
+            f"xapi fault {error.faultCode}: {scrub(str(error.faultString))}", code=str(error.faultCode)
         )
-    if isinstance(error, (OSError, http.client.HTTPException)):
-        return HypervisorConnectionError(f"cannot reach xapi at {url}: {error}")
-    return HypervisorError(f"unexpected {type(error).__name__} talking to xapi at {url}: {error}")
+    if isinstance(error, OSError):
+        return HypervisorConnectionError(f"cannot reach xapi at {url}: {scrub(str(error))}")
+    if isinstance(error, http.client.HTTPException):
+        return HypervisorConnectionError(f"xapi at {url} answered broken HTTP: {scrub(str(error))}")
+    if isinstance(error, ExpatError):
+        return HypervisorError(f"xapi at {url} answered malformed XML-RPC: {scrub(str(error))}")
+    return HypervisorError(f"unexpected {type(error).__name__} talking to xapi at {url}: {scrub(str(error))}")

@@ -8,6 +8,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,6 +111,23 @@ def test_soft_reboot_is_verified_and_falls_back_to_hard(xen: Driver) -> None:
     assert graceful.outcome is Outcome.GRACEFUL and rebooted.caused_by_operation is Operation.REBOOT
     assert forced.outcome is Outcome.FORCED and forced.reading.power_state is PowerState.RUNNING
     assert xen.reboot("db-01", hard=True).outcome is Outcome.FORCED
+
+
+@pytest.mark.parametrize("fault", ["stall", "hang"])
+def test_a_short_xapi_stall_during_a_soft_reboot_leaves_it_graceful(sim: XapiSimulator, fault: str) -> None:
+    # "stall" drops connections (errors at once); "hang" holds calls past the 0.4 s call timeout.
+    sim.set_guest_delay(1.0)
+    interrupt = sim.stall if fault == "stall" else sim.hang
+    with connect(sim, timeout="0.4") as driver:
+        before = sim.call_count("VM.hard_reboot")
+        timer = threading.Timer(0.3, interrupt, (1.0,))
+        timer.start()
+        result = driver.reboot("web-01", timeout=10)
+        timer.join()
+    assert result.outcome is Outcome.GRACEFUL
+    assert result.elapsed_s < 5  # not the 10 s timeout
+    assert sim.call_count("VM.hard_reboot") == before
+    assert result.reading.power_state is PowerState.RUNNING
 
 
 def test_pause_suspend_resume_start(xen: Driver) -> None:
@@ -254,8 +272,8 @@ def test_plain_http_warns_and_tls_is_verified_by_default(
     https = sim.url.replace("http://", "https://")
     with pytest.raises(HypervisorConnectionError, match="TLS"):
         powerdrivers.load_driver("xen", https, username="root", password=Secret(DEFAULT_PASSWORD))
-    assert TimeoutSafeTransport(1, verify=True).context.verify_mode is ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-    assert TimeoutSafeTransport(1, verify=False).context.verify_mode is ssl.CERT_NONE  # type: ignore[attr-defined]
+    assert TimeoutSafeTransport(1, verify=True).context.verify_mode is ssl.CERT_REQUIRED
+    assert TimeoutSafeTransport(1, verify=False).context.verify_mode is ssl.CERT_NONE
 
 
 def test_password_sources_and_secrecy(
