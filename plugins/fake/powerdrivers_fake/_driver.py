@@ -36,6 +36,7 @@ from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
 from powerdrivers_fake._store import Document, FileStore, MemoryStore, Store
+from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
 _LOG = logging.getLogger("powerdrivers.fake")
 _S = FakeNativeState
@@ -235,6 +236,11 @@ class FakeDriver(Driver):
         return self._change(instance, Operation.RESUME, _S.RUNNING, "restored")
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
+        if spec.vcpus > MAX_VCPUS or spec.memory_mib > MAX_MEMORY_MIB:
+            raise InvalidSpec(
+                f"the fake takes at most {MAX_VCPUS} vcpus and {MAX_MEMORY_MIB} MiB of memory, "
+                f"not {spec.vcpus} and {spec.memory_mib}"
+            )
         self._call(Operation.SPAWN)
         with self._transaction() as document:
             if any(record["name"] == spec.name for record in document["instances"].values()):

@@ -15,12 +15,10 @@ from types import TracebackType
 from typing import Any
 
 from powerdrivers import HypervisorError
+from powerdrivers_fake._validate import FORMAT, KEEP_EVENTS, document_problem
 
 #: The whole state: ``{"format", "seq", "instances": {id: record}, "events": [...]}``.
 Document = dict[str, Any]
-
-FORMAT = 1
-_KEEP_EVENTS = 500
 
 
 def empty_document() -> Document:
@@ -204,7 +202,7 @@ class FileStore(Store):
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise self._corrupt(f"is not valid JSON: {error}") from None
-        problem = _structure_problem(document)
+        problem = document_problem(document)
         if problem:
             raise self._corrupt(problem)
         return document  # type: ignore[no-any-return]
@@ -225,25 +223,6 @@ class FileStore(Store):
             raise
 
 
-_RECORD_KEYS = frozenset(
-    {"id", "name", "state", "reason", "guest", "vcpus", "memory_mib", "pending", "crash_at"}
-)
-
-
-def _structure_problem(document: object) -> str | None:
-    """Say what is wrong with a loaded document's shape, or return None."""
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        return f"is not a format-{FORMAT} state file"
-    if not isinstance(document.get("seq"), int) or not isinstance(document.get("instances"), dict):
-        return "lacks its sequence number or instances"
-    if not isinstance(document.get("events"), list):
-        return "lacks its event log"
-    for key, record in document["instances"].items():
-        if not isinstance(record, dict) or not record.keys() >= _RECORD_KEYS or record["id"] != key:
-            return f"has a malformed instance record {key!r}"
-    return None
-
-
 def _trim(document: Document) -> None:
-    if len(document["events"]) > _KEEP_EVENTS:
-        del document["events"][: len(document["events"]) - _KEEP_EVENTS]
+    if len(document["events"]) > KEEP_EVENTS:
+        del document["events"][: len(document["events"]) - KEEP_EVENTS]
