@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import html
 import logging
+import shutil
 import socketserver
+import ssl
+import subprocess
 import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -104,26 +108,30 @@ class ScriptedXapi(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.script = script
         self.closing = threading.Event()
+        self.scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
 
     @property
     def url(self) -> str:
         """Where it listens."""
-        return f"http://127.0.0.1:{self.server_address[1]}/"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}/"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that gave up mid-answer is what these tests make happen."""
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Script], ScriptedXapi]]:
+def serve() -> Iterator[Callable[..., ScriptedXapi]]:
     servers: list[ScriptedXapi] = []
 
-    def start(script: Script) -> ScriptedXapi:
-        server = ScriptedXapi(script)
+    def start(script: Script, tls: ssl.SSLContext | None = None) -> ScriptedXapi:
+        server = ScriptedXapi(script, tls)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return server
@@ -144,7 +152,7 @@ def load(url: str, password: str = "pw", **options: object) -> powerdrivers.Driv
 
 @pytest.mark.parametrize("where", ["HTTP/1.1", "<value>"])  # in the status line, or in the body
 def test_a_trickling_login_times_out_within_the_call_timeout(
-    serve: Callable[[Script], ScriptedXapi], where: str
+    serve: Callable[..., ScriptedXapi], where: str
 ) -> None:
     server = serve(lambda method, params: Reply(SESSION, trickle=where))
     began = time.monotonic()
@@ -154,8 +162,45 @@ def test_a_trickling_login_times_out_within_the_call_timeout(
     assert elapsed < 3  # the trickle alone would take over half a minute
 
 
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A TLS context with a fresh self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder: Path = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_a_trickling_login_over_tls_times_out_within_the_call_timeout(
+    serve: Callable[..., ScriptedXapi], server_tls: ssl.SSLContext
+) -> None:
+    server = serve(lambda method, params: Reply(SESSION, trickle="HTTP/1.1"), server_tls)
+    began = time.monotonic()
+    with pytest.raises(OperationTimeout):
+        load(server.url, timeout="1", verify_tls="false")
+    assert time.monotonic() - began < 3
+
+
+def test_tls_works_through_the_bounded_transport(
+    serve: Callable[..., ScriptedXapi], server_tls: ssl.SSLContext
+) -> None:
+    server = serve(after_login(Reply({"Status": "Success", "Value": {}})), server_tls)
+    with load(server.url, timeout="2", verify_tls="false") as driver:
+        assert driver.list_instances() == []
+    with pytest.raises(HypervisorConnectionError, match="TLS"):
+        load(server.url, timeout="2")  # self-signed: refused unless verification is off
+
+
 def test_a_trickling_call_after_login_times_out_within_the_call_timeout(
-    serve: Callable[[Script], ScriptedXapi],
+    serve: Callable[..., ScriptedXapi],
 ) -> None:
     def script(method: str, params: tuple[Any, ...]) -> Reply:
         if method.startswith("session."):
@@ -189,7 +234,7 @@ def after_login(reply: Reply) -> Script:
 
 @pytest.mark.parametrize("raw", GARBLED)
 def test_a_garbled_answer_is_a_hypervisor_error_at_login_and_after(
-    serve: Callable[[Script], ScriptedXapi], raw: bytes
+    serve: Callable[..., ScriptedXapi], raw: bytes
 ) -> None:
     with pytest.raises((HypervisorError, HypervisorConnectionError)):
         load(serve(lambda method, params: Reply(raw=raw)).url, timeout="2")
@@ -202,7 +247,7 @@ def test_a_garbled_answer_is_a_hypervisor_error_at_login_and_after(
 
 @pytest.mark.parametrize("value", MALFORMED)
 def test_a_malformed_envelope_is_a_hypervisor_error_at_login_and_after(
-    serve: Callable[[Script], ScriptedXapi], value: object
+    serve: Callable[..., ScriptedXapi], value: object
 ) -> None:
     with pytest.raises(HypervisorError):
         load(serve(lambda method, params: Reply(value)).url, timeout="2")
@@ -250,7 +295,7 @@ def echo_login(how: str) -> Script:
     ],
 )
 def test_a_server_echoing_the_password_never_gets_it_into_errors_or_logs(
-    serve: Callable[[Script], ScriptedXapi],
+    serve: Callable[..., ScriptedXapi],
     caplog: pytest.LogCaptureFixture,
     how: str,
     expected: type[PowerDriversError],
@@ -267,7 +312,7 @@ def test_a_server_echoing_the_password_never_gets_it_into_errors_or_logs(
 
 
 def test_a_server_echoing_the_password_later_never_gets_it_into_errors(
-    serve: Callable[[Script], ScriptedXapi],
+    serve: Callable[..., ScriptedXapi],
 ) -> None:
     def script(method: str, params: tuple[Any, ...]) -> Reply:
         if method.startswith("session."):
@@ -285,7 +330,7 @@ def test_a_server_echoing_the_password_later_never_gets_it_into_errors(
             assert form not in text
 
 
-def test_the_scripted_server_is_a_real_xml_rpc_server(serve: Callable[[Script], ScriptedXapi]) -> None:
+def test_the_scripted_server_is_a_real_xml_rpc_server(serve: Callable[..., ScriptedXapi]) -> None:
     server = serve(lambda method, params: Reply({"Status": "Success", "Value": [method, *params]}))
     proxy = xmlrpc.client.ServerProxy(server.url)
     assert proxy.VM.get_all("s") == {"Status": "Success", "Value": ["VM.get_all", "s"]}
