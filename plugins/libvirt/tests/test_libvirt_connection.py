@@ -15,16 +15,26 @@ import pytest
 from powerdrivers_libvirt import LibvirtDriver
 
 import powerdrivers
-from powerdrivers import HypervisorConnectionError, PowerDriversError
+from powerdrivers import Driver, HypervisorConnectionError, PowerDriversError, PowerState
 
 DEFAULT = "test:///default"
 
 
+def settle_running(driver: Driver) -> None:
+    """Run the built-in node's one domain, ``test``: the node outlives a test's connections."""
+    state = driver.get_instance("test").power_state
+    if state is PowerState.PAUSED:
+        driver.unpause("test")
+    elif state in (PowerState.SHUTOFF, PowerState.SUSPENDED):
+        driver.start("test")
+
+
 @pytest.fixture
 def driver() -> Iterator[LibvirtDriver]:
-    """The libvirt driver on libvirt's built-in test node."""
+    """The libvirt driver on libvirt's built-in test node, its domain running."""
     with powerdrivers.load_driver("libvirt", DEFAULT) as loaded:
         assert isinstance(loaded, LibvirtDriver)
+        settle_running(loaded)
         yield loaded
 
 
@@ -178,6 +188,7 @@ def cycle(
 
 
 def subscribe_then_leave(driver: LibvirtDriver) -> None:
+    settle_running(driver)
     with driver.subscribe(lambda event: None):
         driver.pause("test")
         driver.unpause("test")

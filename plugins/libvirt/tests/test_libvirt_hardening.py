@@ -116,19 +116,25 @@ RACES: dict[str, tuple[Callable[[Driver], object], Callable[[Driver], object]]] 
 }
 
 
-@pytest.fixture
-def default_driver() -> Iterator[Driver]:
-    """The libvirt driver on libvirt's built-in test node (one domain, ``test``, running)."""
-    with powerdrivers.load_driver("libvirt", DEFAULT) as loaded:
-        yield loaded
-
-
 def _settle_running(driver: Driver) -> None:
     state = driver.get_instance("test").power_state
     if state is PowerState.PAUSED:
         driver.unpause("test")
     elif state in (PowerState.SHUTOFF, PowerState.SUSPENDED):
         driver.start("test")
+
+
+@pytest.fixture
+def default_driver() -> Iterator[Driver]:
+    """The libvirt driver on libvirt's built-in test node, its one domain, ``test``, running.
+
+    The node lives as long as any connection to it in the process: the domain is put back
+    running afterwards too, for the tests that follow.
+    """
+    with powerdrivers.load_driver("libvirt", DEFAULT) as loaded:
+        _settle_running(loaded)
+        yield loaded
+        _settle_running(loaded)
 
 
 def race(driver: Driver, act: Callable[[Driver], object]) -> list[BaseException | None]:
