@@ -15,6 +15,7 @@ from powerdrivers import (
     Driver,
     EventKind,
     HypervisorConnectionError,
+    HypervisorError,
     InstanceNotFound,
     InstanceReading,
     Operation,
@@ -91,7 +92,9 @@ class XenDriver(Driver):
     # -- reading ------------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
-        records: Mapping[str, Mapping[str, Any]] = self._xapi.call(lambda api: api.VM.get_all_records())
+        records: object = self._xapi.call(lambda api: api.VM.get_all_records())
+        if not isinstance(records, Mapping):
+            raise _malformed("VM.get_all_records")
         return [_reading(record) for record in records.values() if _is_instance(record)]
 
     def _read_one(self, ref: str) -> InstanceReading:
@@ -327,6 +330,8 @@ def _events_since(token: str, timeout_s: float) -> Callable[[Any], Mapping[str, 
 
 
 def _reading(record: Mapping[str, Any]) -> InstanceReading:
+    if not all(isinstance(record.get(field), str) for field in ("uuid", "name_label", "power_state")):
+        raise _malformed("a VM record")
     operation = in_flight(record.get("current_operations") or {})
     return NATIVE_STATES.reading(
         str(record["uuid"]),
@@ -337,7 +342,13 @@ def _reading(record: Mapping[str, Any]) -> InstanceReading:
     )
 
 
-def _is_instance(record: Mapping[str, Any]) -> bool:
+def _malformed(what: str) -> HypervisorError:
+    return HypervisorError(f"xapi sent a malformed answer to {what}", code="MALFORMED_ANSWER")
+
+
+def _is_instance(record: object) -> bool:
+    if not isinstance(record, Mapping):
+        raise _malformed("a VM record")
     return bool(record) and not (
         record.get("is_a_template") or record.get("is_a_snapshot") or record.get("is_control_domain")
     )

@@ -255,6 +255,18 @@ def test_a_malformed_envelope_is_a_hypervisor_error_at_login_and_after(
         driver.list_instances()
 
 
+@pytest.mark.parametrize(
+    "records",
+    ["junk", ["a", "list"], {"OpaqueRef:1": "junk"}, {"OpaqueRef:1": {"uuid": "u", "name_label": "n"}}],
+)
+def test_a_malformed_listing_is_a_hypervisor_error(
+    serve: Callable[..., ScriptedXapi], records: object
+) -> None:
+    server = serve(after_login(Reply({"Status": "Success", "Value": records})))
+    with load(server.url, timeout="2") as driver, pytest.raises(HypervisorError, match="malformed"):
+        driver.list_instances()
+
+
 # -- what the server says never carries the password out --------------------------------------------------
 
 PASSWORD = "Zq7s#?/@:%&<>'\"\\Wv9k"
