@@ -32,10 +32,11 @@ from powerdrivers import (
     rule_for,
 )
 from powerdrivers._changes import state_change_kind
+from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
-from powerdrivers_fake._store import Document, FileStore, MemoryStore, Store
+from powerdrivers_fake._store import Document, MemoryStore, Store
 from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
 _LOG = logging.getLogger("powerdrivers.fake")
@@ -594,9 +595,17 @@ def _open_store(uri: str | None, settings: FakeOptions) -> Store:
         )
     if parts.path in ("", "/"):
         return MemoryStore(seed)
-    path = Path(unquote(parts.path))
-    if path.is_dir():
-        raise InvalidURI(f"fake state path {path} is a directory; name a .json file in it")
+    # Everything is checked before the store creates a file (its lock) beside the path.
+    text = unquote(parts.path)
+    if "\0" in text:
+        raise InvalidURI(f"fake state path {text!r} contains a NUL character")
+    path = Path(text)
+    try:
+        directory = text.endswith("/") or path.is_dir()
+    except OSError as error:
+        raise InvalidURI(f"fake state path {text!r} cannot be used: {error.strerror}") from None
+    if directory:
+        raise InvalidURI(f"fake state path {text} is a directory; name a .json file in it")
     return FileStore(path, seed)
 
 

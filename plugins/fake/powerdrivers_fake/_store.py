@@ -1,21 +1,18 @@
-"""Where the fake hypervisor keeps its state: in memory, or in a JSON file shared by processes."""
+"""Where the fake hypervisor keeps its state: the store interface, and the in-memory store.
+
+The file store, shared by processes, is in ``_filestore``.
+"""
 
 from __future__ import annotations
 
 import abc
-import fcntl
-import json
-import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
-from powerdrivers import HypervisorError
-from powerdrivers_fake._validate import FORMAT, KEEP_EVENTS, document_problem
+from powerdrivers_fake._validate import FORMAT, KEEP_EVENTS
 
 #: The whole state: ``{"format", "seq", "instances": {id: record}, "events": [...]}``.
 Document = dict[str, Any]
@@ -26,7 +23,8 @@ def empty_document() -> Document:
     return {"format": FORMAT, "seq": 0, "instances": {}, "events": []}
 
 
-def _copy(document: Document) -> Document:
+def copy_document(document: Document) -> Document:
+    """Return a copy of ``document`` that a transaction may change and then drop."""
     # Records are flat except "pending", which is only ever replaced, so
     # copying each record is enough for a transaction to be undone by dropping it.
     return {
@@ -150,79 +148,13 @@ class _MemoryTransaction:
                 document["seq"] = self._seq
             elif store._depth == 1:
                 undo.clear()
-                _trim(document)
+                trim(document)
         finally:
             store._depth -= 1
             store.lock.release()
 
 
-class FileStore(Store):
-    """State kept in a JSON file; an exclusive ``flock`` serialises processes.
-
-    Writes go to a temporary file renamed over the old one, so a reader
-    never sees half a document and a crash mid-write loses nothing.
-    """
-
-    def __init__(self, path: Path, seed: Callable[[], Document]) -> None:
-        self.path = path
-        self._lock_path = path.with_name(path.name + ".lock")
-        self._seed = seed
-        self._thread_lock = threading.RLock()
-        if not path.parent.is_dir():
-            raise HypervisorError(f"fake state directory {path.parent} does not exist", code="no-directory")
-
-    @contextmanager
-    def transaction(self) -> Iterator[Document]:
-        with self._thread_lock, open(self._lock_path, "a+b") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            original = self._load()
-            working = _copy(original)
-            yield working
-            _trim(working)
-            if working != original:
-                self._save(working)
-
-    def fingerprint(self) -> object:
-        try:
-            status = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return status.st_mtime_ns, status.st_size, status.st_ino
-
-    def _load(self) -> Document:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            document = self._seed()
-            self._save(document)
-            return document
-        except UnicodeDecodeError as error:
-            raise self._corrupt(f"is not UTF-8 text: {error}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise self._corrupt(f"is not valid JSON: {error}") from None
-        problem = document_problem(document)
-        if problem:
-            raise self._corrupt(problem)
-        return document  # type: ignore[no-any-return]
-
-    def _corrupt(self, problem: str) -> HypervisorError:
-        return HypervisorError(
-            f"fake state file {self.path} {problem}; it was left untouched", code="corrupt"
-        )
-
-    def _save(self, document: Document) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as output:
-                json.dump(document, output, indent=1, sort_keys=True)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-
-def _trim(document: Document) -> None:
+def trim(document: Document) -> None:
+    """Drop the oldest events beyond the ones a document keeps."""
     if len(document["events"]) > KEEP_EVENTS:
         del document["events"][: len(document["events"]) - KEEP_EVENTS]
