@@ -7,8 +7,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from powerdrivers import (
     InvalidSpec,
     InvalidURI,
     Operation,
+    OperationResult,
     PowerDriversError,
     VcpuStats,
     check_operation,
@@ -36,6 +37,7 @@ from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
+from powerdrivers_fake._shared import SharedOperations
 from powerdrivers_fake._store import Document, MemoryStore, Store
 from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
@@ -92,6 +94,8 @@ class FakeDriver(Driver):
         self._store = _open_store(uri, settings)
         #: The in-memory store, or None when the state is a file other processes share.
         self._memory = self._store if isinstance(self._store, MemoryStore) else None
+        #: With a file, the guest-dependent operations in flight it shares (see ``_shared``).
+        self._shared = SharedOperations() if self._memory is None else None
         if settings.fail_connect:
             raise make_error(
                 settings.fail_connect, f"injected {settings.fail_connect} failure connecting to fake"
@@ -159,6 +163,47 @@ class FakeDriver(Driver):
             self._set_state(document, record, _S.CRASHED, "panicked", cause=None)
         return self.get_instance(record["id"])
 
+    # -- guest-dependent operations, shared with other processes ----------------
+
+    def shutdown(self, ref: str, *args: Any, **kwargs: Any) -> OperationResult:
+        """Shut the instance down as :meth:`powerdrivers.Driver.shutdown` does.
+
+        With a state file, the shutdown is written into it while it waits
+        for the guest, so other processes see the instance shutting down
+        and are refused what the operation table refuses meanwhile.
+        """
+        with self._sharing():
+            return super().shutdown(ref, *args, **kwargs)
+
+    def reboot(self, ref: str, *args: Any, **kwargs: Any) -> OperationResult:
+        """Reboot the instance as :meth:`powerdrivers.Driver.reboot` does.
+
+        With a state file, a soft reboot is written into it while it waits
+        for the guest, as :meth:`shutdown` is.
+        """
+        with self._sharing():
+            return super().reboot(ref, *args, **kwargs)
+
+    @contextmanager
+    def _sharing(self) -> Iterator[None]:
+        """Remove what the block's guest requests wrote into the state file when it ends, however."""
+        shared = self._shared
+        if shared is None:
+            yield
+            return
+        tokens = shared.begin_call()
+        try:
+            yield
+        finally:
+            shared.end_call(tokens)
+            if tokens:
+                try:
+                    with self._transaction() as document:
+                        shared.release(document, tokens)
+                except PowerDriversError as error:
+                    # This driver's later transactions drop the entry (it is no longer live).
+                    _LOG.warning("fake: could not remove a finished operation from the state file: %s", error)
+
     # -- reading ------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
@@ -209,6 +254,8 @@ class FakeDriver(Driver):
         self._call(Operation.SHUTDOWN)
         with self._transaction() as document:
             record, cause = self._target(document, instance, Operation.SHUTDOWN)
+            if self._shared is not None:
+                self._shared.share(document, record["id"], Operation.SHUTDOWN)
             if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
                 self._set_state(document, record, _S.SHUTTING_DOWN, "acpi", cause)
                 self._plan(record, "shutdown", cause)
@@ -217,6 +264,8 @@ class FakeDriver(Driver):
         self._call(Operation.REBOOT)
         with self._transaction() as document:
             record, cause = self._target(document, instance, Operation.REBOOT)
+            if self._shared is not None:
+                self._shared.share(document, record["id"], Operation.REBOOT)
             if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
                 self._set_state(document, record, _S.REBOOTING, "acpi", cause)
                 self._plan(record, "reboot", cause)
@@ -326,6 +375,8 @@ class FakeDriver(Driver):
         """Start a transaction on ``document``: settle the guest actions and crashes that are due."""
         # Other processes may plan guest actions in a shared file; in memory, only this
         # driver does, so settling and recomputing the next due time can wait until due.
+        if self._shared is not None:
+            self._shared.loaded(document)
         if self._memory is None or (self._next_due is not None and time.time() >= self._next_due):
             self._settle(document)
             self._dues_changed = True
@@ -379,6 +430,8 @@ class FakeDriver(Driver):
         record = self._writable(document, self._find(document, instance.id))
         # Another process (or thread) may have changed the instance since the core checked it.
         state, transition = self.native_states.lookup(record["state"], record["reason"])
+        if transition is None and self._shared is not None:
+            transition = self._shared.transition(record["id"])
         check_operation(record["name"], operation, state, transition)
         return record, self._tracker.own_operation(record["id"]) or operation
 
@@ -576,7 +629,12 @@ class FakeDriver(Driver):
         raise InstanceNotFound(ref)
 
     def _reading(self, record: dict[str, Any]) -> InstanceReading:
-        return self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
+        reading = self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
+        if reading.transition is None and self._shared is not None:
+            transition = self._shared.transition(record["id"])
+            if transition is not None:
+                return reading._replace(transition=transition)
+        return reading
 
 
 def _open_store(uri: str | None, settings: FakeOptions) -> Store:

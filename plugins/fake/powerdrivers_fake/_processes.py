@@ -12,12 +12,7 @@ def process_start(pid: int) -> int | None:
     with its start time is not.
     """
     fields = _stat_fields(pid)
-    if fields is None:
-        return None
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    return None if fields is None else _start(fields)
 
 
 def process_alive(pid: int, started: int | None) -> bool:
@@ -41,7 +36,7 @@ def process_alive(pid: int, started: int | None) -> bool:
         return True  # no /proc: the pid answering is all there is to go on
     if fields[0] in ("Z", "X"):
         return False
-    return started is None or process_start(pid) in (started, None)
+    return started is None or _start(fields) in (started, None)
 
 
 def this_process() -> tuple[int, int | None]:
@@ -65,3 +60,10 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
     # The command name, in parentheses, may itself contain spaces and parentheses.
     return text.rpartition(")")[2].split()
+
+
+def _start(fields: list[str]) -> int | None:
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None

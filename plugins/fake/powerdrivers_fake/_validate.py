@@ -42,6 +42,9 @@ _RECORD_KEYS: Final = (
     "crash_at",
 )
 _EVENT_KEYS: Final = ("seq", "time", "kind", "id", "name", "state", "reason", "cause")
+_OPERATION_KEYS: Final = ("id", "operation", "owner", "token", "pid", "started", "since")
+#: The most operations a state file may have in flight (as many as processes share it, in practice).
+MAX_OPERATIONS: Final = 10_000
 
 
 def document_problem(document: object) -> str | None:
@@ -73,6 +76,32 @@ def document_problem(document: object) -> str | None:
         if problem is not None:
             return f"has a malformed event (number {index + 1} of its log): {problem}"
         previous = event["seq"]
+    operations = document.get("operations", [])
+    if type(operations) is not list or len(operations) > MAX_OPERATIONS:
+        return f"has no list of at most {MAX_OPERATIONS} operations in flight"
+    for operation in operations:
+        problem = _operation_problem(operation)
+        if problem is not None:
+            return f"has a malformed operation in flight {_shown(operation)}: {problem}"
+    return None
+
+
+def _operation_problem(entry: object) -> str | None:
+    if type(entry) is not dict:
+        return "not an object"
+    missing = [field for field in _OPERATION_KEYS if field not in entry]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not (_text(entry["id"]) and _text(entry["owner"]) and _text(entry["token"])):
+        return "its instance id, owner and token must be text"
+    if not _member(entry["operation"], _CAUSES):
+        return "operation is not an operation"
+    if not _whole(entry["pid"], 1, 2**31 - 1):
+        return "pid must be a process id"
+    if entry["started"] is not None and not _whole(entry["started"], 0, 2**63 - 1):
+        return "started must be null or a process start time"
+    if not _time(entry["since"]):
+        return "since must be a time"
     return None
 
 

@@ -175,6 +175,40 @@ CORRUPTIONS: dict[str, Corruption] = {
     "instances-a-list": _set_top("instances", []),
     "events-an-object": _set_top("events", {}),
     "events-null": _set_top("events", None),
+    "operations-an-object": _set_top("operations", {}),
+    "operations-of-text": _set_top("operations", ["shutdown"]),
+    "operation-without-pid": _set_top(
+        "operations",
+        [{"id": "x", "operation": "shutdown", "owner": "o", "token": "t", "started": None, "since": 1}],
+    ),
+    "operation-unknown": _set_top(
+        "operations",
+        [
+            {
+                "id": "x",
+                "operation": "dance",
+                "owner": "o",
+                "token": "t",
+                "pid": 1,
+                "started": None,
+                "since": 1,
+            }
+        ],
+    ),
+    "operation-pid-text": _set_top(
+        "operations",
+        [
+            {
+                "id": "x",
+                "operation": "reboot",
+                "owner": "o",
+                "token": "t",
+                "pid": "1",
+                "started": None,
+                "since": 1,
+            }
+        ],
+    ),
 }
 
 #: Commands that each load the state: reads, operations, statistics, events.
