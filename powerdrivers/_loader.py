@@ -246,7 +246,6 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(scanner.list_entry_points())
 
 
-
 def _distribution_of(name: str) -> str | None:
     for (entry_name, _), (distribution, _version) in _distributions_by_entry_point().items():
         if entry_name == name:
