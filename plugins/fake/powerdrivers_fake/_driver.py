@@ -8,18 +8,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from powerdrivers import (
     Capability,
-    Driver,
     EventKind,
-    InstanceNotFound,
     InstanceReading,
     InstanceSpec,
     InvalidSpec,
@@ -30,9 +26,8 @@ from powerdrivers import (
     VcpuStats,
     check_operation,
     redact_uri,
-    rule_for,
 )
-from powerdrivers._changes import state_change_kind
+from powerdrivers_fake._engine import FakeEngine
 from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
@@ -43,10 +38,9 @@ from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
 _LOG = logging.getLogger("powerdrivers.fake")
 _S = FakeNativeState
-_RUNNING_STATES = {_S.RUNNING, _S.SHUTTING_DOWN, _S.REBOOTING}
 
 
-class FakeDriver(Driver):
+class FakeDriver(FakeEngine):
     """A fake hypervisor for tests, CI and demos, held to the same contract as real drivers.
 
     URIs: ``fake:///`` (or none) keeps state in memory, private to this
@@ -57,7 +51,8 @@ class FakeDriver(Driver):
     Options (strings from the CLI, or typed values from code):
 
     ``latency``
-        Seconds added to every hypervisor call: ``0.05``, or a range ``0.01-0.2``.
+        Seconds added to every hypervisor call: ``0.05``, or a range ``0.01-0.2``
+        (at most 60).
     ``fail_next``
         Fail the next operation with an error: ``hypervisor``, ``timeout``,
         ``connection`` or ``authentication``.
@@ -73,9 +68,9 @@ class FakeDriver(Driver):
         Comma-separated instance names that crash ``crash_after`` seconds
         (default 2) after they are, or start, running.
     ``guest_delay``
-        Seconds a cooperative guest takes to shut down or reboot (default 0.5).
+        Seconds a cooperative guest takes to shut down or reboot (default 0.5, at most 3600).
     ``seed`` / ``instances``
-        ``demo`` (default) or ``empty``, plus that many generated instances.
+        ``demo`` (default) or ``empty``, plus that many generated instances (at most 100,000).
     ``poll_interval``
         How often a file-backed driver looks for other processes' changes.
     ``username`` / ``password``
@@ -92,9 +87,7 @@ class FakeDriver(Driver):
         super().__init__(uri, poll_interval_s=settings.poll_interval)
         self._settings = settings
         self._store = _open_store(uri, settings)
-        #: The in-memory store, or None when the state is a file other processes share.
         self._memory = self._store if isinstance(self._store, MemoryStore) else None
-        #: With a file, the guest-dependent operations in flight it shares (see ``_shared``).
         self._shared = SharedOperations() if self._memory is None else None
         if settings.fail_connect:
             raise make_error(
@@ -102,23 +95,22 @@ class FakeDriver(Driver):
             )
         self._latency = settings.latency
         self._delays = bool(settings.latency.low or settings.latency.high)
-        self._failures: list[tuple[str | None, PowerDriversError, bool]] = []
+        self._failures = []
         if settings.fail_next:
             self.inject_failure(make_error(settings.fail_next, "injected failure (fail_next)"))
         for target, error_name in settings.fail_on.items():
             self.inject_failure(make_error(error_name, f"injected failure of {target}"), target, once=False)
         self._delivery_lock = threading.Lock()
         self._delivered = -1
-        self._outbox: deque[dict[str, Any]] = deque()
+        self._outbox = deque()
         self._draining = False
-        self._next_due: float | None = None
+        self._next_due = None
         self._dues_changed = True
-        self._timers: set[threading.Timer] = set()
+        self._timers = set()
         self._timers_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._watching = threading.Event()
-        #: Instance name -> the id it had when last looked up (see ``_find``).
-        self._names: dict[str, str] = {}
+        self._names = {}
         with self._transaction() as document:
             self._delivered = document["seq"]
             self._apply_guest_options(document)
@@ -358,284 +350,6 @@ class FakeDriver(Driver):
                 fingerprint = current
                 self._tick()
 
-    def _tick(self) -> None:
-        try:
-            with self._transaction():
-                pass
-        except PowerDriversError as error:
-            _LOG.warning("fake: could not apply pending guest actions: %s", error)
-
-    # -- internals ------------------------------------------------------------
-
-    def _transaction(self) -> AbstractContextManager[Document]:
-        """Return a store transaction that settles what is due first and delivers what it logged."""
-        return _Transaction(self)
-
-    def _opened(self, document: Document) -> None:
-        """Start a transaction on ``document``: settle the guest actions and crashes that are due."""
-        # Other processes may plan guest actions in a shared file; in memory, only this
-        # driver does, so settling and recomputing the next due time can wait until due.
-        if self._shared is not None:
-            self._shared.loaded(document)
-        if self._memory is None or (self._next_due is not None and time.time() >= self._next_due):
-            self._settle(document)
-            self._dues_changed = True
-
-    def _committing(self, document: Document) -> None:
-        """End a transaction on ``document``, before it is committed: note when the next action is due."""
-        if self._memory is None or self._dues_changed:
-            dues = [
-                due
-                for record in document["instances"].values()
-                for due in ((record["pending"] or {}).get("due"), record["crash_at"])
-                if due is not None
-            ]
-            self._next_due = min(dues, default=None)
-            self._dues_changed = False
-
-    def _committed(self, document: Document, seq: int) -> None:
-        """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
-        # Another process's events come with the file; in memory, a transaction that
-        # logged nothing has nothing to deliver that another would not deliver itself.
-        if self._memory is None or document["seq"] != seq or self._outbox:
-            self._deliver(document)
-
-    def _change(
-        self,
-        instance: InstanceReading,
-        operation: Operation,
-        state: FakeNativeState,
-        reason: str,
-        kind: EventKind | None = None,
-    ) -> InstanceReading:
-        """Carry out ``operation``, which puts the instance in ``state`` for ``reason``."""
-        self._call(operation)
-        with self._transaction() as document:
-            record, cause = self._target(document, instance, operation)
-            self._set_state(document, record, state, reason, cause, kind)
-            if state == _S.RUNNING:
-                self._arm_crash(record)
-        return self._reading(record)
-
-    def _target(
-        self, document: Document, instance: InstanceReading, operation: Operation
-    ) -> tuple[dict[str, Any], Operation | None]:
-        """Return the instance's record, writable, and the operation its events are attributed to.
-
-        That is the operation the calling thread carries out on the instance
-        (a shutdown's force-off fallback belongs to the shutdown), else
-        ``operation`` itself; never another thread's operation that merely
-        runs meanwhile.
-        """
-        record = self._writable(document, self._find(document, instance.id))
-        # Another process (or thread) may have changed the instance since the core checked it.
-        state, transition = self.native_states.lookup(record["state"], record["reason"])
-        if transition is None and self._shared is not None:
-            transition = self._shared.transition(record["id"])
-        check_operation(record["name"], operation, state, transition)
-        return record, self._tracker.own_operation(record["id"]) or operation
-
-    def _call(self, target: str) -> None:
-        if self._delays or self._failures:
-            self._inject(target)
-
-    def _inject(self, target: str) -> None:
-        delay = self._latency.sample()
-        if delay:
-            time.sleep(delay)
-        for index, (wanted, error, once) in enumerate(self._failures):
-            if wanted == target or (wanted is None and target != "read"):
-                if once:
-                    del self._failures[index]
-                raise error
-
-    def _settle(self, document: Document) -> None:
-        now = time.time()
-        for stored in list(document["instances"].values()):
-            pending = stored["pending"]
-            crash_at = stored["crash_at"]
-            if not (
-                (pending is not None and pending["due"] <= now) or (crash_at is not None and crash_at <= now)
-            ):
-                continue
-            record = self._writable(document, stored)
-            if pending is not None and pending["due"] <= now:
-                cause = Operation(pending["cause"]) if pending["cause"] else None
-                if pending["action"] == "shutdown" and record["state"] == _S.SHUTTING_DOWN:
-                    self._set_state(document, record, _S.SHUTOFF, "shutdown", cause)
-                elif pending["action"] == "reboot" and record["state"] == _S.REBOOTING:
-                    self._set_state(document, record, _S.RUNNING, "rebooted", cause, kind=EventKind.REBOOTED)
-                    self._arm_crash(record)
-                record["pending"] = None
-            if record["crash_at"] is not None and record["crash_at"] <= now:
-                if record["state"] in _RUNNING_STATES:
-                    self._set_state(document, record, _S.CRASHED, "panicked", None)
-                record["crash_at"] = None
-
-    def _set_state(
-        self,
-        document: Document,
-        record: dict[str, Any],
-        state: FakeNativeState,
-        reason: str,
-        cause: Operation | None,
-        kind: EventKind | None = None,
-    ) -> None:
-        before = record["state"], record["reason"]
-        if record["pending"] is not None or record["crash_at"] is not None:
-            self._dues_changed = True
-        record["state"], record["reason"] = str(state), reason
-        if state not in _RUNNING_STATES:
-            record["crash_at"] = None
-        if state not in (_S.SHUTTING_DOWN, _S.REBOOTING):
-            record["pending"] = None
-        if not self._logging_events():
-            return
-        lookup = self.native_states.lookup
-        kind = kind or state_change_kind(lookup(*before), lookup(record["state"], reason))
-        if kind is not None:
-            self._append_event(document, record, kind, cause)
-
-    def _logging_events(self) -> bool:
-        """Whether changes go to the event log: always in a file, in memory only for listeners.
-
-        Checked inside the transaction: a subscriber starts from the sequence number
-        its own transaction sees, so one arriving meanwhile misses nothing.
-        """
-        return self._memory is None or self._hub.has_listeners
-
-    def _append_event(
-        self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
-    ) -> None:
-        if not self._logging_events():
-            return
-        if cause is not None and kind not in rule_for(cause).events:
-            # An operation is credited only with the kinds of event it causes.
-            cause = None
-        document["seq"] += 1
-        document["events"].append(
-            {
-                "seq": document["seq"],
-                "time": time.time(),
-                "kind": str(kind),
-                "id": record["id"],
-                "name": record["name"],
-                "state": record["state"],
-                "reason": record["reason"],
-                "cause": str(cause) if cause else None,
-            }
-        )
-
-    def _deliver(self, document: Document) -> None:
-        # Events queue up and one thread at a time publishes them, in order; a
-        # listener that calls back into the driver only adds to the queue. In memory the
-        # log is the live one, which other transactions append to and trim: read it locked.
-        with self._memory.lock if self._memory is not None else nullcontext(), self._delivery_lock:
-            events = document["events"]
-            start = len(events)
-            while start and events[start - 1]["seq"] > self._delivered:
-                start -= 1
-            fresh = events[start:]
-            if fresh:
-                self._delivered = fresh[-1]["seq"]
-                # Nobody listens: nothing to build. A subscriber starts from the present.
-                if self._hub.has_listeners:
-                    self._outbox.extend(fresh)
-            if self._draining or not self._outbox:
-                return
-            self._draining = True
-        try:
-            while True:
-                with self._delivery_lock:
-                    if not self._outbox:
-                        self._draining = False
-                        return
-                    event = self._outbox.popleft()
-                self._publish_record(event)
-        except BaseException:
-            with self._delivery_lock:
-                self._draining = False
-            raise
-
-    def _publish_record(self, event: dict[str, Any]) -> None:
-        reading = self.native_states.reading(
-            event["id"],
-            event["name"],
-            event["state"],
-            event["reason"],
-            observed_at=datetime.fromtimestamp(event["time"], UTC),
-        )
-        cause = Operation(event["cause"]) if event["cause"] else None
-        self._publish(EventKind(event["kind"]), reading, caused_by=cause)
-
-    def _plan(self, record: dict[str, Any], action: str, cause: Operation | None) -> None:
-        self._dues_changed = True
-        due = time.time() + self._settings.guest_delay
-        record["pending"] = {"action": action, "due": due, "cause": str(cause) if cause else None}
-        self._schedule(due)
-
-    def _arm_crash(self, record: dict[str, Any]) -> None:
-        if record["name"] in self._settings.crash or record["id"] in self._settings.crash:
-            self._dues_changed = True
-            record["crash_at"] = time.time() + self._settings.crash_after
-            self._schedule(record["crash_at"])
-
-    def _schedule(self, due: float) -> None:
-        timer = threading.Timer(max(0.0, due - time.time()) + 0.001, self._fire)
-        timer.daemon = True
-        with self._timers_lock:
-            self._timers.add(timer)
-        timer.start()
-
-    def _fire(self) -> None:
-        with self._timers_lock:
-            current = threading.current_thread()
-            self._timers = {timer for timer in self._timers if timer is not current}
-        self._tick()
-
-    def _apply_guest_options(self, document: Document) -> None:
-        for stored in list(document["instances"].values()):
-            record = self._writable(document, stored)
-            if record["name"] in self._settings.uncooperative or record["id"] in self._settings.uncooperative:
-                record["guest"] = "uncooperative"
-            if record["state"] in _RUNNING_STATES and record["crash_at"] is None:
-                self._arm_crash(record)
-
-    def _writable(self, document: Document, record: dict[str, Any]) -> dict[str, Any]:
-        """Copy a record before changing it: a committed record never changes (see ``Store``)."""
-        copy = dict(record)
-        self._store.put(document, copy)
-        return copy
-
-    def _find(self, document: Document, ref: str) -> dict[str, Any]:
-        instances = document["instances"]
-        record: dict[str, Any] | None = instances.get(ref)
-        if record is not None:
-            return record
-        # Names are looked up through a cache of the ids they last had, checked on use,
-        # so that a lookup by name costs the same in a fleet of 10,000 as in one of 4.
-        names = self._names
-        known = names.get(ref)
-        if known is not None:
-            record = instances.get(known)
-            if record is not None and record["name"] == ref:
-                return record
-        for record in instances.values():
-            if record["name"] == ref:
-                if len(names) > 2 * len(instances):
-                    names.clear()
-                names[ref] = record["id"]
-                return record
-        raise InstanceNotFound(ref)
-
-    def _reading(self, record: dict[str, Any]) -> InstanceReading:
-        reading = self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
-        if reading.transition is None and self._shared is not None:
-            transition = self._shared.transition(record["id"])
-            if transition is not None:
-                return reading._replace(transition=transition)
-        return reading
-
 
 def _open_store(uri: str | None, settings: FakeOptions) -> Store:
     def seed() -> Document:
@@ -665,43 +379,3 @@ def _open_store(uri: str | None, settings: FakeOptions) -> Store:
     if directory:
         raise InvalidURI(f"fake state path {text} is a directory; name a .json file in it")
     return FileStore(path, seed)
-
-
-class _Transaction:
-    """A transaction of the fake's store, wrapped in the driver's bookkeeping.
-
-    A class rather than a generator, because it is every operation's hot path.
-    """
-
-    __slots__ = ("_document", "_driver", "_seq", "_stored")
-
-    def __init__(self, driver: FakeDriver) -> None:
-        self._driver = driver
-        self._stored = driver._store.transaction()
-
-    def __enter__(self) -> Document:
-        document = self._stored.__enter__()
-        self._seq: int = document["seq"]
-        try:
-            self._driver._opened(document)
-        except BaseException as error:
-            self._stored.__exit__(type(error), error, error.__traceback__)
-            raise
-        self._document: Document = document
-        return document
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            try:
-                self._driver._committing(self._document)
-            except BaseException as error:
-                self._stored.__exit__(type(error), error, error.__traceback__)
-                raise
-        self._stored.__exit__(exc_type, exc, tb)
-        if exc_type is None:
-            self._driver._committed(self._document, self._seq)
