@@ -80,7 +80,7 @@ def driver(request: pytest.FixtureRequest, nodes: dict[int, Path]) -> Iterator[L
     indirect=True,
 )
 def bench_list_instances(benchmark: Any, driver: LibvirtDriver) -> None:
-    conn = driver._connection()
+    conn = driver._connection.locked(lambda handle: handle.conn)
     count = len(conn.listAllDomains(0))
     over_rpc = conn.getURI().startswith("test+unix")
     if over_rpc:

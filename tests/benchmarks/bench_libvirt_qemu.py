@@ -101,7 +101,7 @@ def qemu(libvirtd: LibvirtdHarness) -> Iterator[LibvirtDriver]:
     """The libvirt driver on qemu:///system, loaded by name."""
     with powerdrivers.load_driver("libvirt", QEMU_URI, domain_type="qemu") as loaded:
         assert isinstance(loaded, LibvirtDriver)
-        note_libvirt_versions(loaded._connection(), "libvirtd")
+        note_libvirt_versions(loaded._connection.locked(lambda handle: handle.conn), "libvirtd")
         FACTS["QEMU guest"] = "TCG (domain_type=qemu), 1 VCPU, 256 MiB, direct kernel boot"
         yield loaded
 
