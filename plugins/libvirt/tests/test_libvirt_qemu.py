@@ -2,12 +2,16 @@
 
 Two guests: one with no operating system, which cannot honour ACPI, and a
 real Linux guest (Debian's cloud kernel, a busybox initramfs running acpid)
-that shuts down and reboots when asked. Under CI=true none of this skips.
+that shuts down and reboots when asked. Most tests use the libvirtd on
+qemu:///system (the system's, or one the tests start if none runs) and never
+kill it; the test that kills and restarts libvirtd does so to a private
+libvirtd of its own. Under CI=true none of this skips.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +21,14 @@ from pathlib import Path
 
 import pytest
 from libvirt_support.guest_image import READY_MARKER, GuestImage
-from libvirt_support.libvirtd import LibvirtdHarness
+from libvirt_support.libvirtd import (
+    DEFAULT_SOCKET,
+    DEFAULT_URI,
+    LibvirtdError,
+    LibvirtdHarness,
+    PrivateLibvirtd,
+    socket_server_pid,
+)
 from libvirt_support.smoke_guest import wait_for_marker
 from libvirt_support.specs import linux_guest_spec
 
@@ -131,29 +142,51 @@ def test_the_cli_shuts_a_real_guest_down(linux_guest: tuple[str, Path]) -> None:
     assert main(["-d", "libvirt", "-c", "qemu:///system", "shutdown", name, "--timeout", "30"]) == 0
 
 
-def test_libvirtd_going_away_and_coming_back(qemu: Driver, libvirtd: LibvirtdHarness) -> None:
-    from libvirt_support.nodes import require_real
-
-    require_real(
-        "a libvirtd the tests started", libvirtd.owns_libvirtd, "an existing libvirtd is not touched"
-    )
+def test_libvirtd_going_away_and_coming_back(
+    private_qemu: Driver, private_libvirtd: PrivateLibvirtd, libvirtd: LibvirtdHarness
+) -> None:
+    # A libvirtd serves the default socket throughout: the system's, or the one the tests started
+    # standing in for it. Only the tests' private libvirtd is killed.
+    system_pid = socket_server_pid(DEFAULT_SOCKET)
+    private_pid = private_libvirtd.pid("libvirtd")
+    assert system_pid is not None and private_pid is not None and private_pid != system_pid
     name = _name()
-    qemu.spawn(InstanceSpec(name, memory_mib=64))
+    private_qemu.spawn(InstanceSpec(name, memory_mib=64))
+    assert name not in libvirtd.virsh("list", "--all", "--name").stdout.split()
     recorder = EventRecorder()
-    with qemu.subscribe(recorder):
-        libvirtd.kill_libvirtd()
+    with private_qemu.subscribe(recorder):
+        private_libvirtd.kill_libvirtd()
         with pytest.raises(HypervisorConnectionError):
-            qemu.list_instances()
-        libvirtd.start_libvirtd()
+            private_qemu.list_instances()
+        private_libvirtd.start_libvirtd()
         # The next call reconnects, with bounded backoff.
-        assert qemu.get_instance(name).power_state is PowerState.RUNNING
+        assert private_qemu.get_instance(name).power_state is PowerState.RUNNING
         recorder.wait_for_event(kind=EventKind.RESYNC, timeout=10)
         # Event callbacks were registered again on the new connection.
-        qemu.pause(name)
+        private_qemu.pause(name)
         paused = recorder.wait_for_event(kind=EventKind.PAUSED, name=name, timeout=10)
     assert paused.caused_by_operation is Operation.PAUSE
     # The domain's QEMU process survived the daemon's restart.
-    assert qemu.unpause(name).power_state is PowerState.RUNNING
+    assert private_qemu.unpause(name).power_state is PowerState.RUNNING
+    assert private_libvirtd.pid("libvirtd") not in (None, private_pid)
+    # The other libvirtd is alive, unchanged, and still answers.
+    os.kill(system_pid, 0)
+    assert socket_server_pid(DEFAULT_SOCKET) == system_pid
+    assert libvirtd.is_reachable()
+
+
+def test_the_harness_never_kills_a_daemon_it_did_not_start(libvirtd: LibvirtdHarness) -> None:
+    system_pid = socket_server_pid(DEFAULT_SOCKET)
+    assert system_pid is not None
+    borrower = LibvirtdHarness(DEFAULT_URI).start()  # a libvirtd answers: it starts nothing
+    assert (borrower.started_daemons, borrower.owns_libvirtd, borrower.pid("libvirtd")) == ((), False, None)
+    with pytest.raises(LibvirtdError, match="refusing to kill it"):
+        borrower.kill_libvirtd()
+    with pytest.raises(LibvirtdError, match="refusing to kill it"):
+        borrower.restart_libvirtd()
+    borrower.stop()
+    os.kill(system_pid, 0)
+    assert socket_server_pid(DEFAULT_SOCKET) == system_pid
 
 
 def test_load_by_name_through_the_public_loader_on_qemu(libvirtd: LibvirtdHarness) -> None:

@@ -1,28 +1,44 @@
-"""Make sure a libvirt daemon is reachable for integration tests.
+"""Libvirt daemons for integration tests: the system's, and private ones of the tests' own.
 
+:class:`LibvirtdHarness` makes sure a libvirtd answers on ``qemu:///system``.
 If ``virsh -c qemu:///system version`` already works, the running daemon is
 used as is and nothing on the host is touched.  Otherwise (root only) the
 harness prepares the minimum a bare Debian container lacks -- the
 ``libvirt-qemu`` user/group, the ``kvm`` and ``libvirt`` groups and the
 ``/var/{run,log,lib,cache}/libvirt`` directories -- then starts
 ``virtlogd`` and ``libvirtd`` itself and waits until the socket answers.
-Only daemons started by the harness are ever stopped or restarted.
+
+:class:`PrivateLibvirtd` always starts a ``virtlogd`` and a ``libvirtd`` of
+its own, which no other client shares: each runs in a mount namespace of
+its own in which ``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``,
+``/var/cache/libvirt`` and ``/var/log/libvirt`` are private directories
+under one temporary root, and libvirtd listens in a socket directory of its
+own (``unix_sock_dir``).  Clients reach it as
+``qemu+unix:///system?socket=<root>/sock/libvirt-sock``.  It is a
+privileged daemon like the system's (QEMU runs as ``libvirt-qemu``), with
+its own configuration, domains, capabilities cache and pid files, so tests
+may kill and restart it whether or not the system runs a libvirtd.
+
+Either way, only daemons started by the harness are ever signalled: a
+harness holds the process it spawned, never a pid it looked up.
 
 Example::
 
-    with LibvirtdHarness() as harness:
-        harness.virsh("list", "--all")
-        harness.restart_libvirtd()  # "libvirtd went away" scenario
+    with PrivateLibvirtd() as private:
+        private.virsh("list", "--all")
+        private.restart_libvirtd()  # "libvirtd went away" scenario
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -32,12 +48,15 @@ from types import TracebackType
 from typing import Self
 
 __all__ = [
+    "DEFAULT_SOCKET",
     "DEFAULT_URI",
     "QEMU_GROUP",
     "QEMU_USER",
     "LibvirtdError",
     "LibvirtdHarness",
+    "PrivateLibvirtd",
     "ensure_host_prerequisites",
+    "socket_server_pid",
     "virsh_reachable",
 ]
 
@@ -52,6 +71,25 @@ QEMU_GROUP = "libvirt-qemu"
 
 _RUN_DIR = Path("/var/run/libvirt")
 _VIRTLOGD_SOCKET = _RUN_DIR / "virtlogd-sock"
+
+DEFAULT_SOCKET = _RUN_DIR / "libvirt-sock"
+"""The read-write socket of the system's libvirtd (``qemu:///system``)."""
+
+#: The host directories a privileged libvirtd/virtlogd uses, by the name of their private stand-in.
+_PRIVATE_DIRS = {
+    "etc": Path("/etc/libvirt"),
+    "run": Path("/run/libvirt"),
+    "lib": Path("/var/lib/libvirt"),
+    "cache": Path("/var/cache/libvirt"),
+    "log": Path("/var/log/libvirt"),
+}
+#: Run by ``sh`` in a new mount namespace: bind each SOURCE over TARGET, then exec the daemon.
+_BIND_AND_EXEC = """set -e
+mount=$1; shift
+while [ "$1" != -- ]; do "$mount" --bind "$1" "$2"; shift 2; done
+shift
+exec "$@"
+"""
 _SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 _STOP_TIMEOUT = 15.0
 
@@ -82,6 +120,22 @@ def virsh_reachable(uri: str = DEFAULT_URI, timeout: float = 10.0) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode == 0
+
+
+def socket_server_pid(path: Path) -> int | None:
+    """The pid of the process serving the UNIX stream socket at ``path`` (``SO_PEERCRED``), else None.
+
+    For a daemon that created its listening socket itself, that is the daemon.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return None
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, _uid, _gid = struct.unpack("3i", credentials)
+    return pid if pid > 0 else None
 
 
 def _socket_answers(path: Path) -> bool:
@@ -119,13 +173,19 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _in_group(user: str, group: str) -> bool:
+    entry = grp.getgrnam(group)
+    return user in entry.gr_mem or pwd.getpwnam(user).pw_gid == entry.gr_gid
+
+
 def ensure_host_prerequisites() -> list[str]:
     """Create missing users, groups and directories libvirtd needs; return what was done.
 
     Creates (only if absent) the ``kvm``, ``libvirt`` and ``libvirt-qemu``
-    system groups, the ``libvirt-qemu`` system user (member of ``kvm``) and
-    the libvirt run/log/lib/cache directories, and gives group ``kvm``
-    read/write access to ``/dev/kvm`` if present.  Requires root.
+    system groups, the ``libvirt-qemu`` system user, and the libvirt
+    run/log/lib/cache directories; makes the user a member of ``kvm`` and
+    gives group ``kvm`` read/write access to ``/dev/kvm`` if present (what
+    ``.ci/system-deps.sh`` does before any daemon starts).  Requires root.
     """
     if os.geteuid() != 0:
         raise LibvirtdError("preparing the host for libvirtd needs root")
@@ -141,6 +201,10 @@ def ensure_host_prerequisites() -> list[str]:
             "--shell", "/usr/sbin/nologin", "--comment", "Libvirt Qemu", QEMU_USER,
         ])  # fmt: skip
         actions.append(f"useradd {QEMU_USER}")
+    elif not _in_group(QEMU_USER, "kvm"):
+        # QEMU runs as libvirt-qemu; outside group kvm, libvirt finds KVM unusable.
+        _run_admin(["usermod", "--append", "--groups", "kvm", QEMU_USER])
+        actions.append(f"usermod -aG kvm {QEMU_USER}")
     kvm = Path("/dev/kvm")
     if kvm.exists():
         info = kvm.stat()
@@ -303,12 +367,16 @@ class LibvirtdHarness:
 
     # -- internals ---------------------------------------------------------
 
+    def _daemon_argv(self, name: str) -> list[str]:
+        """The command line that runs daemon ``name`` in the foreground."""
+        return [_which(name)]
+
     def _spawn(self, name: str) -> None:
         """Start a daemon in the foreground of a new session, output to ``<log_dir>/<name>.log``."""
-        binary = _which(name)
+        argv = self._daemon_argv(name)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self._procs[name] = subprocess.Popen(
-                [binary],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -347,3 +415,112 @@ class LibvirtdHarness:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=_STOP_TIMEOUT)
+
+
+class PrivateLibvirtd(LibvirtdHarness):
+    """A ``virtlogd`` and a ``libvirtd`` of the tests' own, sharing nothing with the system's.
+
+    Both run in mount namespaces of their own, in which the libvirt
+    directories of the host (``/etc/libvirt``, ``/run/libvirt``,
+    ``/var/lib/libvirt``, ``/var/cache/libvirt``, ``/var/log/libvirt``) are
+    bind mounts of directories under :attr:`root`; pid files are under
+    ``<root>/run`` and the sockets under ``<root>/sock``.  A libvirtd
+    started again later gets the same directories, so it finds the domains
+    its predecessor left running.  :meth:`stop` removes every domain of the
+    private daemon, stops both daemons, keeps QEMU's logs in :attr:`log_dir`
+    and deletes :attr:`root`.
+
+    Needs root: the daemon is privileged, as the system's is.
+    """
+
+    def __init__(
+        self, *, root: Path | None = None, log_dir: Path | None = None, start_timeout: float = 120.0
+    ) -> None:
+        """Configure the daemon under ``root`` (default: a new temporary directory); start nothing yet."""
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="pd-libvirtd-"))
+        """Directory holding the private daemon's configuration, state, sockets and pid files."""
+        self.socket = self.root / "sock" / "libvirt-sock"
+        """The private libvirtd's read-write socket."""
+        super().__init__(
+            f"qemu+unix:///system?socket={self.socket}",
+            log_dir=log_dir if log_dir is not None else self.root / "daemon-logs",
+            start_timeout=start_timeout,
+        )
+
+    def start(self) -> PrivateLibvirtd:
+        """Start the private virtlogd and libvirtd and wait until libvirtd answers."""
+        if os.geteuid() != 0:
+            raise LibvirtdError("a private libvirtd needs root (mount namespaces, QEMU as libvirt-qemu)")
+        self.host_actions += ensure_host_prerequisites()
+        try:
+            self.root.chmod(0o755)
+            for name, target in _PRIVATE_DIRS.items():
+                target.mkdir(parents=True, exist_ok=True)  # the mount point
+                (self.root / name).mkdir(mode=0o700 if name == "log" else 0o755, exist_ok=True)
+            (self.root / "sock").mkdir(mode=0o755, exist_ok=True)
+            config = (
+                f'# A private libvirtd of the powerdrivers tests.\nunix_sock_dir = "{self.root / "sock"}"\n'
+            )
+            (self.root / "etc" / "libvirtd.conf").write_text(config)
+            virtlogd_socket = self.root / "run" / "virtlogd-sock"
+            self._spawn("virtlogd")
+            self._wait(lambda: _socket_answers(virtlogd_socket), "virtlogd", 10.0)
+            self.start_libvirtd()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_libvirtd(self) -> None:
+        """Start the private libvirtd (unless it runs) and wait until it answers."""
+        if self.pid("libvirtd") is not None and self.is_reachable():
+            return
+        super().start_libvirtd()
+
+    def stop(self) -> None:
+        """Remove the private daemon's domains, stop its daemons and delete its root; idempotent."""
+        if self.pid("libvirtd") is not None:
+            for name in self._domains():
+                self.virsh("destroy", name, check=False)
+                self.virsh("undefine", "--managed-save", "--snapshots-metadata", name, check=False)
+        super().stop()
+        self._kill_orphaned_qemu()
+        qemu_logs = self.root / "log" / "qemu"
+        if qemu_logs.is_dir():  # keep what QEMU said beside the daemons' logs
+            shutil.copytree(qemu_logs, self.log_dir / "qemu", dirs_exist_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def qemu_log(self, domain: str) -> Path:
+        """The log libvirt keeps of a domain's QEMU process (its command line, and its errors).
+
+        :meth:`stop` copies these logs to ``<log_dir>/qemu``.
+        """
+        return self.root / "log" / "qemu" / f"{domain}.log"
+
+    def _daemon_argv(self, name: str) -> list[str]:
+        run = self.root / "run"
+        binds = [str(path) for key, target in _PRIVATE_DIRS.items() for path in (self.root / key, target)]
+        daemon = [_which(name), "--pid-file", str(run / f"{name}.pid")]
+        if name == "libvirtd":
+            daemon += ["--config", str(self.root / "etc" / "libvirtd.conf")]
+        return [
+            _which("unshare"), "--mount", "--propagation", "private", "--",
+            _which("sh"), "-c", _BIND_AND_EXEC, "sh", _which("mount"), *binds, "--", *daemon,
+        ]  # fmt: skip
+
+    def _domains(self) -> list[str]:
+        listing = self.virsh("list", "--all", "--name", check=False)
+        return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
+
+    def _kill_orphaned_qemu(self) -> None:
+        """Kill QEMU processes of the private daemon's domains that outlived it (a test died mid-way)."""
+        for pidfile in (self.root / "run" / "qemu").glob("*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            # The domain's QEMU names its guest; a recycled pid does not.
+            if f"guest={pidfile.stem},".encode() in b",".join(cmdline) + b",":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
