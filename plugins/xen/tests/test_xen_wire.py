@@ -34,6 +34,25 @@ from powerdrivers import (
 )
 
 SESSION = {"Status": "Success", "Value": "OpaqueRef:5e55"}
+#: What xapi answers to the calls an SDK makes while logging in: older XenAPI SDKs (2.14) read
+#: the pool's API version right after the session call.
+LOGIN_ANSWERS = {
+    "pool.get_all": ["OpaqueRef:pool"],
+    "pool.get_master": "OpaqueRef:host",
+    "host.get_API_version_major": "2",
+    "host.get_API_version_minor": "21",
+}
+
+
+def login_reply(method: str) -> Reply | None:
+    """xapi's answer to a call made while logging in, or None for any other call."""
+    if method.startswith("session."):
+        return Reply(SESSION)
+    if method in LOGIN_ANSWERS:
+        return Reply({"Status": "Success", "Value": LOGIN_ANSWERS[method]})
+    return None
+
+
 TRICKLE_GAP_S = 0.2
 
 
@@ -203,9 +222,7 @@ def test_a_trickling_call_after_login_times_out_within_the_call_timeout(
     serve: Callable[..., ScriptedXapi],
 ) -> None:
     def script(method: str, params: tuple[Any, ...]) -> Reply:
-        if method.startswith("session."):
-            return Reply(SESSION)
-        return Reply({"Status": "Success", "Value": {}}, trickle="<value>")
+        return login_reply(method) or Reply({"Status": "Success", "Value": {}}, trickle="<value>")
 
     server = serve(script)
     with load(server.url, timeout="1") as driver:
@@ -229,7 +246,7 @@ MALFORMED = ["not an envelope", ["a", "list"], {"Status": "Failure", "ErrorDescr
 
 
 def after_login(reply: Reply) -> Script:
-    return lambda method, params: Reply(SESSION) if method.startswith("session.") else reply
+    return lambda method, params: login_reply(method) or reply
 
 
 @pytest.mark.parametrize("raw", GARBLED)
@@ -327,9 +344,7 @@ def test_a_server_echoing_the_password_later_never_gets_it_into_errors(
     serve: Callable[..., ScriptedXapi],
 ) -> None:
     def script(method: str, params: tuple[Any, ...]) -> Reply:
-        if method.startswith("session."):
-            return Reply(SESSION)
-        return Reply(
+        return login_reply(method) or Reply(
             {"Status": "Failure", "ErrorDescription": ["SR_FULL", PASSWORD, quote(PASSWORD, safe="")]}
         )
 
