@@ -51,7 +51,7 @@ floors: $(BIN)/python
 docs: $(VENV)/.test-installed
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-test: system-deps lint typecheck unit docs
+test: system-deps lint typecheck unit floors docs
 
 # The benchmark suite (tests/benchmarks, never part of `make test`): a few minutes; the
 # results table goes to docs/performance-results.inc, shown by docs/performance.rst.
