@@ -23,7 +23,17 @@ _clock = itertools.count(1)
 class _Entry:
     """One tracked operation: what it is still owed, and until when."""
 
-    __slots__ = ("began", "ended", "forced", "instance_id", "operation", "owed", "thread", "until")
+    __slots__ = (
+        "began",
+        "ended",
+        "forced",
+        "forced_before",
+        "instance_id",
+        "operation",
+        "owed",
+        "thread",
+        "until",
+    )
 
     def __init__(self, instance_id: str, operation: Operation, owed: set[EventKind], thread: int) -> None:
         self.instance_id = instance_id
@@ -40,6 +50,8 @@ class _Entry:
         #: Whether it stops the instance without the guest: a forced operation, or a graceful
         #: one that fell back to forcing. Only such an operation is owed a forced stop.
         self.forced = rule_for(operation).forced
+        #: For a forced operation, when the instance was last forced before it began.
+        self.forced_before: int | None = None
 
 
 class OperationTracker:
@@ -117,6 +129,7 @@ class OperationTracker:
                 )
             self._running[instance_id] = (*running, entry)
             if entry.forced:
+                entry.forced_before = self._last_forced.get(instance_id)
                 self._last_forced[instance_id] = entry.began
             entries = self._entries.get(instance_id)
             if entries is None:
@@ -140,6 +153,12 @@ class OperationTracker:
             token.ended = next(_clock)
             if not reached_hypervisor:
                 token.owed.clear()
+                # A forced operation refused before it acted forced nothing.
+                if token.forced and self._last_forced.get(token.instance_id) == token.began:
+                    if token.forced_before is None:
+                        self._last_forced.pop(token.instance_id, None)
+                    else:
+                        self._last_forced[token.instance_id] = token.forced_before
             if token.operation is Operation.DELETE and reached_hypervisor:
                 self._last_forced.pop(token.instance_id, None)
             token.until = time.monotonic() + self._grace_s

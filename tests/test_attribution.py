@@ -282,3 +282,10 @@ class TestTrackerOrdering:
             pass
         assert tracker.forced_since("i", mark)
         assert not tracker.forced_since("i", tracker.now())
+
+    def test_a_forced_operation_refused_before_it_acted_forced_nothing(self) -> None:
+        tracker = OperationTracker(grace_s=5)
+        mark = tracker.now()
+        token = tracker.begin("i", Operation.POWER_OFF)
+        tracker.end(token, reached_hypervisor=False)
+        assert not tracker.forced_since("i", mark)
