@@ -17,11 +17,13 @@ from powerdrivers._changes import change_kind
 from powerdrivers._event_kinds import EventKind
 from powerdrivers._events import Event, EventHub, Listener, Subscription
 from powerdrivers._exceptions import (
+    AuthenticationError,
     ConfigurationError,
     HypervisorConnectionError,
     InstanceNotFound,
     InvalidOption,
     InvalidStateTransition,
+    OperationTimeout,
     PowerDriversError,
     UnsupportedOperation,
 )
@@ -143,7 +145,9 @@ class Driver(abc.ABC):
         guest that is still booting can miss it. The call returns as soon as
         the hypervisor reports the instance off (from its event, not by
         polling every second). A paused guest cannot act on the request, so
-        it is forced off at once. The outcome says how it ended:
+        it is forced off at once. A lost connection or a timeout while
+        asking or reading is retried at the next interval, until the
+        deadline. The outcome says how it ended:
         ``graceful``, ``forced``, ``already_off``, or ``timed_out`` when
         forcing was not allowed.
         """
@@ -171,15 +175,25 @@ class Driver(abc.ABC):
         mark = self._tracker.now()
         with self._track(instance, Operation.SHUTDOWN), self._hub.add(notice_off):
             current = instance
+            reading = _transient("")
             # Only a running guest can act on the request: a paused one is forced
             # (or left, without force) at once rather than after a pointless wait.
             while current.power_state is PowerState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._request_shutdown(current)
-                off.wait(min(retry_interval, remaining))
-                current = self._read_one(instance.id)
+                # A hypervisor that is briefly unreachable (a restarting daemon, a stalled
+                # xapi) is asked again at the next interval, until the deadline.
+                with _transient(f"asking {instance.name} to shut down"):
+                    self._request_shutdown(current)
+                if reading.failed:
+                    # The "off" event may have come already; wait the interval regardless.
+                    time.sleep(min(retry_interval, remaining))
+                else:
+                    off.wait(min(retry_interval, remaining))
+                reading = _transient(f"reading {instance.name} during its shutdown")
+                with reading:
+                    current = self._read_one(instance.id)
             stopped = current.power_state is PowerState.SHUTOFF
             if not stopped and force:
                 self._force_off(current)
@@ -570,6 +584,37 @@ class _Tracked:
             driver._tracker.end(
                 self._token, reached_hypervisor=exc_type is None or not issubclass(exc_type, _REFUSED)
             )
+
+
+class _transient:  # noqa: N801 - used as a context manager, named for what it lets pass
+    """Log and swallow an error that may pass by itself: a lost connection or a timeout.
+
+    Refused credentials are not transient, and neither is anything else.
+    """
+
+    __slots__ = ("_what", "failed")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        #: Whether the block failed with an error that was let pass.
+        self.failed = False
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc_type is None or issubclass(exc_type, AuthenticationError):
+            return False
+        if issubclass(exc_type, (HypervisorConnectionError, OperationTimeout)):
+            _LOG.warning("%s failed, trying again: %s", self._what, exc)
+            self.failed = True
+            return True
+        return False
 
 
 def _utcnow() -> datetime:

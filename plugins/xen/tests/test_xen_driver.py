@@ -336,3 +336,23 @@ def test_the_conformance_kit_passes_on_the_simulator(
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
     assert result.parseoutcomes()["passed"] >= 40
+
+
+@pytest.mark.parametrize("fault", ["stall", "hang"])
+def test_a_short_xapi_stall_during_a_graceful_shutdown_leaves_it_graceful(
+    sim: XapiSimulator, fault: str
+) -> None:
+    # The core's shutdown loop asks and reads again after a lost connection or a timeout. The
+    # guest shuts down (after 0.8 s, within xapi's 1 s) while xapi does not answer.
+    sim.set_guest_delay(0.8)
+    interrupt = sim.stall if fault == "stall" else sim.hang
+    with connect(sim, timeout="0.4") as driver:
+        before = sim.call_count("VM.hard_shutdown")
+        timer = threading.Timer(0.2, interrupt, (1.0,))
+        timer.start()
+        result = driver.shutdown("web-01", timeout=10, retry_interval=0.3)
+        timer.join()
+    assert result.outcome is Outcome.GRACEFUL
+    assert result.elapsed_s < 6  # not the 10 s timeout
+    assert sim.call_count("VM.hard_shutdown") == before
+    assert result.reading.power_state is PowerState.SHUTOFF
