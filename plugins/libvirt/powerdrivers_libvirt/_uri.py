@@ -8,6 +8,7 @@ scrubbed before it reaches an exception or a log.
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import urlsplit
 
@@ -67,26 +68,47 @@ def _has_password(uri: str) -> bool:
     for parameter in re.split(r"[&;]", query):
         if re.fullmatch(_HIDDEN_KEYS, parameter.partition("=")[0].strip(), flags=re.IGNORECASE):
             return True
-    rest = uri.partition("://")[2]
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if "@" in authority:
-        return bool(authority.rpartition("@")[0].partition(":")[2])
-    # Not a well-formed user-info, yet libvirt would echo it: 'user:pa#ss@host' ends the
-    # authority at '#'. What comes before the last '@' is a user and password unless what
-    # follows its first ':' is a port number, or the first ':' comes after a path began.
-    before_at = rest.rpartition("@")[0]
-    user, colon, after = before_at.partition(":")
-    if not colon or "/" in user:
-        return False
-    return not re.split(r"[/?#]", after, maxsplit=1)[0].isdigit()
+    return _userinfo(uri) is not None
+
+
+def _userinfo(uri: str) -> tuple[str, str] | None:
+    """Return the user and password ``uri`` holds, or None; libvirt echoes them whatever the grammar says.
+
+    A password may hold any character that ends a well-formed authority (``# ? / @ :``), and one
+    starting with digits reads to libvirt as a port (``admin:12#34@host`` is host ``admin``, port
+    ``12``). So the text between ``scheme://`` and the last ``@`` is a user and password whenever
+    its first ``:`` comes before any ``/`` or ``@`` there (a host's port, or a path, comes after).
+    """
+    before_at, at, _ = uri.partition("://")[2].rpartition("@")
+    user, colon, password = before_at.partition(":")
+    if not at or not colon or "/" in user or "@" in user:
+        return None
+    return user, password
 
 
 def scrub(message: str, uri: str | None = None) -> str:
     """Return libvirt's ``message`` with ``uri``, any URI's user and password, and secrets masked."""
+    uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI")
     if uri:
         message = message.replace(uri, shown_uri(uri))
+        userinfo = _userinfo(uri)
+        if userinfo is not None:
+            message = _mask_password(message, userinfo[1])
     message = re.sub(_HIDDEN_PARAMETER, r"\1********", message, flags=re.IGNORECASE)
     return re.sub(_USERINFO, r"\1********@", message)
+
+
+def _mask_password(message: str, password: str) -> str:
+    """Mask ``password`` in ``message``, and what libvirt reads of it as a port or host.
+
+    libvirt reads ``admin:12#34@host`` as host ``admin``, port ``12``, and says so ("server at
+    'admin:12'", "service '12'"): every part of the password up to a character that ends an
+    authority is masked wherever it stands alone.
+    """
+    pieces = {password, *(password[:index] for index, char in enumerate(password) if char in "#?/@:")}
+    for piece in sorted(filter(None, pieces), key=len, reverse=True):
+        message = re.sub(rf"(?<![^\s'\"`:(\[]){re.escape(piece)}(?![^\s'\"`:)\],.;])", "********", message)
+    return message
 
 
 def shown_uri(uri: str) -> str:

@@ -207,6 +207,16 @@ PASSWORDS = [
     f"{SECRET}#?/@:z",
     f"{SECRET}%23%3F%2F%40%3Az",
     f"{SECRET}z",
+    # Starting with digits: libvirt reads them as a port of host 'admin' (and says so).
+    f"12#{SECRET}",
+    f"8080/x{SECRET}",
+]
+#: URIs whose password is all or mostly digits, read by libvirt as user 'admin''s port.
+DIGIT_PASSWORD_URIS = [
+    "qemu+tcp://admin:12#34@host/system",
+    "qemu+tcp://admin:8080/x@host/system",
+    "qemu+tcp://user:8080@host",
+    "qemu+tcp://user:1@host",
 ]
 URI_SHAPES = [
     "test://admin:{}@127.0.0.1:1",
@@ -245,6 +255,13 @@ def test_a_password_in_the_uri_is_refused_without_showing_it(
     assert SECRET not in everything_shown(caught.value, caplog)
 
 
+@pytest.mark.parametrize("uri", DIGIT_PASSWORD_URIS)
+def test_a_password_of_digits_in_the_uri_is_refused(uri: str) -> None:
+    with pytest.raises(InvalidURI) as caught:
+        powerdrivers.load_driver("libvirt", uri)
+    assert str(caught.value) == NO_PASSWORD_IN_URI
+
+
 @pytest.mark.parametrize("password", [f"{SECRET}#?/@:z", f"{SECRET}%23z"])
 def test_the_cli_refuses_a_password_in_the_uri_without_showing_it(password: str) -> None:
     done = _cli("-c", f"test://admin:{password}@127.0.0.1:1/default", "list")
@@ -255,7 +272,13 @@ def test_the_cli_refuses_a_password_in_the_uri_without_showing_it(password: str)
 
 @pytest.mark.parametrize(
     "uri",
-    ["test://admin@/default", "qemu+ssh://admin@host:22/system?keyfile=/a@b", "qemu:///system?socket=/a:b@c"],
+    [
+        "test://admin@/default",
+        "qemu+ssh://admin@host:22/system?keyfile=/a@b",
+        "qemu:///system?socket=/a:b@c",
+        "qemu+ssh://admin@host/system",
+        "qemu+tcp://host:16509/system",
+    ],
 )
 def test_a_user_without_a_password_stays_welcome(uri: str) -> None:
     from powerdrivers_libvirt._uri import check_uri
@@ -273,6 +296,18 @@ def test_libvirt_messages_echoing_a_uri_are_scrubbed(
     with pytest.raises(PowerDriversError) as caught:
         powerdrivers.load_driver("libvirt")
     assert SECRET not in everything_shown(caught.value, caplog)
+
+
+@pytest.mark.parametrize("password", ["48213#z", "48213/x", "48213"])
+def test_libvirt_naming_a_password_as_a_port_is_scrubbed(
+    password: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libvirt reads host 'admin', port 48213, and says "... service '48213'": the port is the password.
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", f"qemu+tcp://admin:{password}@127.0.0.1/system")
+    with pytest.raises(PowerDriversError) as caught:
+        powerdrivers.load_driver("libvirt", reconnect_timeout=0)
+    assert "48213" not in everything_shown(caught.value, caplog)
 
 
 def test_libvirt_saying_unable_to_parse_keeps_the_rest_of_its_message(
