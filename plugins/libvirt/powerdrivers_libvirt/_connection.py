@@ -137,8 +137,16 @@ class Connection:
                 self.release(handle)
 
     def if_open(self, work: Callable[[Handle], object]) -> None:
-        """Run ``work`` on the current connection, locked as :meth:`locked` does, unless it is lost."""
-        with self._lock:
+        """Run ``work`` on the current connection, locked as :meth:`locked` does, unless it is lost or busy.
+
+        Never waits: another thread may hold the lock through a whole reconnection (backoff
+        sleeps, and an attempt that can last a TCP connect timeout). Skipping is safe for
+        deregistering callbacks: a connection being replaced was retired, its callbacks going
+        with it, and whatever the busy thread registers goes when its connection is retired.
+        """
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             handle = self._current
             if handle is None or handle.broken or not handle.enter():
                 return
@@ -146,6 +154,8 @@ class Connection:
                 work(handle)
             finally:
                 self.release(handle)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Retire the connection: it closes now, or when the last call in flight on it returns."""

@@ -4,6 +4,8 @@ and a closed driver leaves nothing behind (no callback keeps it, no memory grows
 from __future__ import annotations
 
 import gc
+import select
+import socket
 import threading
 import time
 import tracemalloc
@@ -264,3 +266,52 @@ def test_a_listener_may_read_at_once_on_the_resync_after_a_reconnection(driver: 
         assert [reading.name for reading in driver.list_instances()] == ["test"]
     assert seen == [["test"]]
     assert is_closed(old)
+
+
+def test_close_with_events_returns_at_once_while_a_reconnection_hangs(driver: LibvirtDriver) -> None:
+    # A daemon that accepts no connection and answers nothing (a black-holed host): libvirt's
+    # open waits on it, so the reconnection holds the connection lock for as long as it lasts.
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(8)
+    # Were close() to wait for the reconnection, the host coming back would end the wait.
+    comes_back = threading.Timer(5, black_hole.close)
+    try:
+        outcome: list[object] = []
+        with driver.subscribe(lambda event: None):
+            old = conn_of(driver)
+            driver.uri = f"qemu+tcp://127.0.0.1:{black_hole.getsockname()[1]}/system"
+            lose_connection(driver)
+
+            def reconnect() -> None:
+                try:
+                    outcome.append(driver.list_instances())
+                except BaseException as error:
+                    outcome.append(error)
+
+            reconnecting = threading.Thread(target=reconnect, daemon=True)
+            reconnecting.start()
+            deadline = time.monotonic() + 10
+            while not _queued(black_hole) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _queued(black_hole), "the reconnection never reached the daemon"
+            comes_back.start()
+            began = time.monotonic()
+            driver.close()
+            took = time.monotonic() - began
+    finally:
+        black_hole.close()  # the connection waiting in its queue is reset: libvirt's open fails
+        comes_back.cancel()
+    reconnecting.join(10)
+    assert took < 1.0, f"close() took {took:.1f} s"
+    assert not reconnecting.is_alive() and len(outcome) == 1
+    assert isinstance(outcome[0], PowerDriversError), repr(outcome[0])
+    assert is_closed(old)
+    with pytest.raises(HypervisorConnectionError, match="has been closed"):
+        driver.list_instances()
+
+
+def _queued(listener: socket.socket) -> bool:
+    """Whether a connection waits, unaccepted, in ``listener``'s queue."""
+    ready, _, _ = select.select([listener], [], [], 0)
+    return bool(ready)
