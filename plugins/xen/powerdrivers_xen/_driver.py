@@ -81,6 +81,9 @@ class XenDriver(Driver):
         self._clean_tasks: dict[str, str] = {}
         self._stop_events = threading.Event()
         self._event_thread: threading.Thread | None = None
+        #: Event sessions no longer used that xapi could not be reached to end; ended later.
+        self._stale_sessions: list[XapiSession] = []
+        self._stale_lock = threading.Lock()
         self._watchers: list[threading.Thread] = []
 
     def __repr__(self) -> str:
@@ -149,10 +152,26 @@ class XenDriver(Driver):
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
         pending = self._clean_tasks.get(instance.id)
-        if pending is not None and self._task_status(pending) == "pending":
-            return  # xapi is still waiting on the guest; a second request would be refused
+        if pending is not None:
+            if self._still_pending(pending):
+                return  # xapi is still waiting on the guest; a second request would be refused
+            self._clean_tasks.pop(instance.id, None)
         task = self._on_vm(instance, "shutdown", lambda api, vm: api.Async.VM.clean_shutdown(vm))
         self._clean_tasks[instance.id] = task
+
+    def _still_pending(self, task: str) -> bool:
+        """Whether an earlier clean shutdown's task is still waiting on the guest.
+
+        A task xapi no longer knows (it restarted, or collected finished tasks) or cannot
+        describe is no pending task. Losing xapi itself is raised: nothing is known then.
+        """
+        try:
+            return self._task_status(task) == "pending"
+        except (HypervisorConnectionError, OperationTimeout):
+            raise
+        except PowerDriversError as error:
+            _LOG.debug("xen: the earlier clean shutdown task is gone (%s); asking again", error)
+            return False
 
     def _request_reboot(self, instance: InstanceReading) -> None:
         task = self._on_vm(instance, "reboot", lambda api, vm: api.Async.VM.clean_reboot(vm))
@@ -246,56 +265,84 @@ class XenDriver(Driver):
             thread.join(self._event_timeout_s + self._timeout_s + 1)
 
     def _event_baseline(self) -> tuple[dict[str, InstanceReading], str, XapiSession]:
-        """Log in a session for events and read where things stand (an empty token lists everything)."""
+        """Log in a session for events and read where things stand (an empty token lists everything).
+
+        Raises only powerdrivers errors, whatever xapi answers; the session is ended on failure.
+        """
         # The long poll may take event_timeout by design; only beyond that is the server silent.
         source = self._login(self._event_timeout_s + min(self._timeout_s, 5.0))
-        batch = source.call(lambda api: getattr(api.event, "from")(["vm"], "", 0.0))
-        baseline = {
-            event["ref"]: _reading(event["snapshot"])
-            for event in batch["events"]
-            if event.get("operation") != "del" and _is_instance(event.get("snapshot") or {})
-        }
-        return baseline, str(batch["token"]), source
+        try:
+            batch = source.call(_events_since("", 0.0))
+            token, events = _event_batch(batch)
+            baseline: dict[str, InstanceReading] = {}
+            for event in events:
+                ref, after = _event_change(event)
+                if after is not None:
+                    baseline[ref] = after
+        except PowerDriversError:
+            self._end_sessions(source)
+            raise
+        return baseline, token, source
+
+    def _end_sessions(self, *sessions: XapiSession) -> None:
+        """Log out event sessions no longer used, and those xapi could not be reached to end before.
+
+        A session whose logout did not reach xapi (a stall, a restart) may live on there: it is
+        kept and tried again the next time, so interruptions do not leak sessions.
+        """
+        with self._stale_lock:
+            ending, self._stale_sessions = [*self._stale_sessions, *sessions], []
+        kept = [session for session in ending if not session.logout()]
+        with self._stale_lock:
+            self._stale_sessions.extend(kept)
 
     def _event_loop(self, source: XapiSession, token: str, known: dict[str, InstanceReading]) -> None:
+        """Follow ``event.from`` until stopped; any failure is an interruption, never the end.
+
+        An interrupted session is ended (or kept to end later), then a new session reads the
+        baseline again and listeners get a ``resync``.
+        """
         delay = 0.1
+        current: XapiSession | None = source
         handle = source.handle
         while not self._stop_events.is_set():
-            try:
-                batch = source.call(_events_since(token, self._event_timeout_s))
-            except PowerDriversError as error:
-                _LOG.warning("xen event stream interrupted: %s; reconnecting", error)
+            if current is None:
                 if self._stop_events.wait(delay):
                     break
                 delay = min(delay * 2, 5.0)
+                self._end_sessions()
                 try:
-                    known, token, source = self._event_baseline()
-                except PowerDriversError:
+                    known, token, current = self._event_baseline()
+                except PowerDriversError as error:
+                    _LOG.debug("xen event stream: reconnecting failed: %s", error)
                     continue
                 delay = 0.1
-                handle = source.handle
+                handle = current.handle
                 self._publish_resync()
                 continue
-            token = str(batch["token"])
-            for event in batch["events"]:
-                self._dispatch(event, known)
-            if source.handle != handle:
+            try:
+                batch = current.call(_events_since(token, self._event_timeout_s))
+                token, events = _event_batch(batch)
+                for event in events:
+                    self._dispatch(event, known)
+            except PowerDriversError as error:
+                _LOG.warning("xen event stream interrupted: %s; reconnecting", error)
+                self._end_sessions(current)
+                current = None
+                continue
+            if current.handle != handle:
                 # The SDK logged in again: xapi restarted or dropped the session, so
                 # changes may have gone unseen. Start from what is true now.
                 _LOG.warning("xen event session was re-established; resynchronising")
-                source.logout()
-                try:
-                    known, token, source = self._event_baseline()
-                except PowerDriversError:
-                    continue
-                self._publish_resync()
-            handle = source.handle
-        source.logout()
+                self._end_sessions(current)
+                current = None
+                continue
+            if self._stale_sessions:
+                self._end_sessions()
+        self._end_sessions(*([] if current is None else [current]))
 
     def _dispatch(self, event: Mapping[str, Any], known: dict[str, InstanceReading]) -> None:
-        ref = str(event.get("ref", ""))
-        snapshot = event.get("snapshot") or {}
-        after = None if event.get("operation") == "del" or not _is_instance(snapshot) else _reading(snapshot)
+        ref, after = _event_change(event)
         before = known.get(ref)
         if after is None:
             known.pop(ref, None)
@@ -329,10 +376,38 @@ def _events_since(token: str, timeout_s: float) -> Callable[[Any], Mapping[str, 
     return lambda api: getattr(api.event, "from")(["vm"], token, timeout_s)
 
 
+def _event_batch(batch: object) -> tuple[str, list[Mapping[str, Any]]]:
+    """Return the token and the events of an ``event.from`` answer, checking their shape."""
+    if not isinstance(batch, Mapping):
+        raise _malformed("event.from")
+    token, events = batch.get("token"), batch.get("events")
+    if not isinstance(token, str) or not isinstance(events, (list, tuple)):
+        raise _malformed("event.from")
+    if not all(isinstance(event, Mapping) for event in events):
+        raise _malformed("event.from")
+    return token, list(events)
+
+
+def _event_change(event: Mapping[str, Any]) -> tuple[str, InstanceReading | None]:
+    """Return the VM reference an event is about and its reading after it (None: gone, or no instance)."""
+    ref, operation = event.get("ref"), event.get("operation")
+    if not isinstance(ref, str) or not isinstance(operation, str):
+        raise _malformed("event.from")
+    if operation == "del":
+        return ref, None
+    snapshot = event.get("snapshot")
+    if not isinstance(snapshot, Mapping):
+        raise _malformed("event.from")
+    return ref, _reading(snapshot) if _is_instance(snapshot) else None
+
+
 def _reading(record: Mapping[str, Any]) -> InstanceReading:
     if not all(isinstance(record.get(field), str) for field in ("uuid", "name_label", "power_state")):
         raise _malformed("a VM record")
-    operation = in_flight(record.get("current_operations") or {})
+    operations = record.get("current_operations") or {}
+    if not isinstance(operations, Mapping) or not all(isinstance(op, str) for op in operations.values()):
+        raise _malformed("a VM record")
+    operation = in_flight(operations)
     return NATIVE_STATES.reading(
         str(record["uuid"]),
         str(record["name_label"]),

@@ -98,9 +98,20 @@ def _password(options: Mapping[str, object]) -> Secret:
     if value is not None:
         return Secret(str(value))
     if "password_file" in options:
-        path = Path(str(options["password_file"]))
-        try:
-            return Secret(path.read_text(encoding="utf-8").strip())
-        except OSError as error:
-            raise InvalidOption(f"cannot read password_file {path}: {error.strerror}") from None
+        return Secret(_read_password_file(str(options["password_file"])))
     raise InvalidOption(f"the xen driver needs a password: {_WHERE_THE_PASSWORD_GOES}")
+
+
+def _read_password_file(name: str) -> str:
+    """Return the password in file ``name``; raise ``InvalidOption`` quoting nothing of its content."""
+    path = Path(name)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise InvalidOption(f"cannot read password_file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        # Not the error's text: it quotes bytes of the file, which may be the password.
+        raise InvalidOption(f"cannot read password_file {path}: it is not UTF-8 text") from None
+    except ValueError:
+        # A path holding a NUL; it is not repeated, since no terminal shows it faithfully.
+        raise InvalidOption("cannot read password_file: the path holds a NUL character") from None

@@ -12,7 +12,7 @@ from xml.parsers.expat import ExpatError
 
 import XenAPI
 
-from powerdrivers import PowerDriversError
+from powerdrivers import HypervisorConnectionError, OperationTimeout, PowerDriversError
 from powerdrivers_xen._errors import scrubber, translate_failure, translate_transport
 from powerdrivers_xen._options import Settings
 from powerdrivers_xen._transport import transport_for
@@ -71,9 +71,24 @@ class XapiSession:
         """The session reference; it changes when the SDK had to log in again."""
         return str(self._session.handle)
 
-    def logout(self) -> None:
-        """End the session; errors are only logged, since there is nothing left to do about them."""
+    def logout(self) -> bool:
+        """End the session; return False when xapi could not be reached, so it may still live there.
+
+        Errors are only logged, since there is nothing else to do about them. The SDK forgets its
+        session even when the logout did not reach xapi; it is kept here instead, so that a
+        later call to this method can end it once xapi answers again.
+        """
+        sdk = self._session
+        kept = (sdk.handle, sdk.last_login_method, sdk.last_login_params)
+        if kept[0] is None:
+            return True
         try:
             self.call(lambda api: api.session.logout())
+        except (HypervisorConnectionError, OperationTimeout) as error:
+            _LOG.debug("xapi logout failed: %s; the session is kept to end later", error)
+            with self._lock:
+                sdk._session, sdk.last_login_method, sdk.last_login_params = kept
+            return False
         except PowerDriversError as error:
             _LOG.debug("xapi logout failed: %s", error)
+        return True

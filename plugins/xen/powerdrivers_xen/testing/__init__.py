@@ -33,7 +33,8 @@ What it covers:
 * VCPU statistics: ``VM_metrics.VCPUs_utilisation`` and ``VM.get_data_sources`` /
   ``VM.query_data_source`` (``cpuN``, ``memory``), deterministic and changing over time;
 * test controls on :class:`XapiSimulator`: restart, hang, stall, session expiry, credentials,
-  call counts, VMs in any power state (``"Crashed"`` or any string), guest behaviour and timing.
+  call counts, scripted (malformed) ``event.from`` answers, VMs in any power state
+  (``"Crashed"`` or any string), guest behaviour and timing.
 
 What it does not cover: storage (SR, VDI, VBD), networking (network, PIF, VIF), consoles,
 guest metrics and agents, migration, snapshots and clones as operations, VM creation through the

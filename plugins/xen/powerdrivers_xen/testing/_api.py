@@ -38,6 +38,7 @@ Handler = Callable[..., Any]
 
 _REF, _STRING, _BOOL, _FLOAT, _STRINGS = "ref", "string", "bool", "float", "strings"
 
+_NOTHING = object()
 _CLASSES = ("VM", "VM_metrics", "task", "host", "pool")
 _NAMED_CLASSES = ("VM", "task", "host")
 
@@ -98,6 +99,7 @@ class XapiApi:
         self._methods = self._build()
         self._calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self._event_answers: list[Any] = []
 
     def dispatch(self, method: str, params: tuple[Any, ...]) -> dict[str, Any]:
         """Run ``method`` and return xapi's Success or Failure envelope."""
@@ -233,7 +235,16 @@ class XapiApi:
             raise XapiError(HANDLE_INVALID, "session", ref)
         return self._world.host_ref
 
-    def _event_from(self, session: str, classes: list[str], token: str, timeout: float) -> dict[str, Any]:
+    def answer_event_from(self, value: Any) -> None:
+        """Make the next event.from call (after its checks) answer ``value`` instead, once."""
+        with self._calls_lock:
+            self._event_answers.append(value)
+
+    def _event_from(self, session: str, classes: list[str], token: str, timeout: float) -> Any:
+        with self._calls_lock:
+            scripted = self._event_answers.pop(0) if self._event_answers else _NOTHING
+        if scripted is not _NOTHING:
+            return scripted
         return self._events.event_from(session, classes, token, timeout)
 
     def _task_cancel(self, session: str, task: str) -> str:

@@ -169,6 +169,13 @@ class XapiSimulator:
         """Release held calls and stop holding new ones."""
         self._gate.resume()
 
+    def answer_event_from(self, value: Any) -> None:
+        """Make the next ``event.from`` call answer ``value`` as its result, once (malformed data...).
+
+        Each call queues one answer; the session and parameters are still checked first.
+        """
+        self._api.answer_event_from(value)
+
     def expire_sessions(self) -> None:
         """Invalidate every session: the next call on each fails with SESSION_INVALID."""
         self._world.sessions.expire_all()
