@@ -43,6 +43,7 @@ class Handle:
         "callbacks",
         "close_callback",
         "conn",
+        "owner",
     )
 
     def __init__(self, conn: libvirt.virConnect) -> None:
@@ -52,6 +53,8 @@ class Handle:
         #: The ids of the domain event callbacks registered on this connection.
         self.callbacks: list[int] = []
         self.close_callback = False
+        #: The connection this one serves, told when libvirt reports it lost.
+        self.owner: weakref.ref[Connection] | None = None
         self._lock = threading.Lock()
         self._users = 0
         self._retired = False
@@ -86,7 +89,10 @@ class Connection:
     when the daemon cannot be reached); ``reopened`` is called with each
     replacement once it is in place, by the call that made it, before that
     call goes on; ``closed`` says whether the driver has been closed, so
-    that a reconnection stops trying.
+    that a reconnection stops trying; ``listening`` says whether events are
+    wanted: then a connection libvirt reports lost is replaced at once, on a
+    thread of its own, rather than by the next call (a consumer that only
+    listens makes none).
     """
 
     def __init__(
@@ -95,29 +101,42 @@ class Connection:
         reconnect_timeout_s: float,
         reopened: Callable[[Handle], None],
         closed: Callable[[], bool],
+        listening: Callable[[], bool] = lambda: False,
     ) -> None:
         self._open_conn = open_conn
         self._reconnect_timeout_s = reconnect_timeout_s
         self._reopened = reopened
         self._closed = closed
+        self._listening = listening
+        #: Set while a thread of its own replaces a lost connection: one at a time.
+        self._reconnecting = threading.Event()
+        #: How many reconnections failed, and the last one's error (its arguments: no traceback kept).
+        self._failures = 0
+        self._failure: tuple[object, ...] = ()
         #: Held while replacing the connection and while (de)registering callbacks on it.
         self._lock = threading.RLock()
         #: Held only to swap ``_current``: closing never waits for a reconnection.
         self._swap = threading.Lock()
         self._shut = False
-        self._current: Handle | None = _new_handle(open_conn())
+        self._current: Handle | None = self._new_handle(open_conn())
 
     def acquire(self) -> Handle:
         """Lease the connection for one call, reconnecting if it was lost; pair with :meth:`release`."""
         handle = self._current
         if handle is not None and not handle.broken and handle.enter():
             return handle
+        failures = self._failures
         with self._lock:
             while True:
                 if self._shut or self._closed():
                     raise _closed_error()
                 handle = self._current
                 if handle is None or handle.broken:
+                    failure = self._failure
+                    if self._failures != failures:
+                        # A reconnection failed, up to the timeout, while this call waited for
+                        # it: the call fails with it rather than wait as long again.
+                        raise HypervisorConnectionError(*failure)
                     handle = self._replace(handle)
                 if handle.enter():
                     return handle
@@ -176,10 +195,12 @@ class Connection:
         delay = 0.1
         while True:
             try:
-                handle = _new_handle(self._open_conn())
+                handle = self._new_handle(self._open_conn())
                 break
-            except HypervisorConnectionError:
+            except HypervisorConnectionError as error:
                 if self._shut or self._closed() or time.monotonic() + delay > deadline:
+                    self._failure = error.args
+                    self._failures += 1
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
@@ -195,13 +216,38 @@ class Connection:
         self._reopened(handle)
         return handle
 
+    def _new_handle(self, conn: libvirt.virConnect) -> Handle:
+        return _new_handle(conn, weakref.ref(self))
+
+    def lost(self, handle: Handle) -> None:
+        """Replace ``handle``'s connection, lost, on a thread of its own if events are wanted."""
+        if self._shut or self._closed() or not self._listening() or self._current is not handle:
+            return
+        if self._reconnecting.is_set():
+            return
+        self._reconnecting.set()
+        threading.Thread(target=self._reconnect, name="powerdrivers-libvirt-reconnect", daemon=True).start()
+
+    def _reconnect(self) -> None:
+        try:
+            # Reconnects (bounded by the reconnection timeout); the hook registers the event
+            # callbacks again and sends listeners a resync.
+            self.release(self.acquire())
+        except HypervisorConnectionError as error:
+            _LOG.warning("libvirt connection lost, and not back: %s; the next call tries again", error)
+        except Exception:
+            _LOG.warning("reconnecting to libvirt failed; the next call tries again", exc_info=True)
+        finally:
+            self._reconnecting.clear()
+
 
 def _closed_error() -> HypervisorConnectionError:
     return HypervisorConnectionError("the libvirt driver has been closed")
 
 
-def _new_handle(conn: libvirt.virConnect) -> Handle:
+def _new_handle(conn: libvirt.virConnect, owner: weakref.ref[Connection]) -> Handle:
     handle = Handle(conn)
+    handle.owner = owner
     try:
         uri = conn.getURI()
     except libvirt.libvirtError:
@@ -220,8 +266,14 @@ def _new_handle(conn: libvirt.virConnect) -> Handle:
 def _connection_lost(_conn: libvirt.virConnect, reason: int, handle_ref: weakref.ref[Handle]) -> None:
     handle = handle_ref()
     if handle is not None and not handle.broken:
-        _LOG.warning("libvirt connection closed (reason %s); the next call reconnects", reason)
+        _LOG.warning(
+            "libvirt connection closed (reason %s); reconnecting now if events are wanted, else later",
+            reason,
+        )
         handle.broken = True
+        owner = handle.owner() if handle.owner is not None else None
+        if owner is not None:
+            owner.lost(handle)
 
 
 def _free(handle: Handle) -> None:

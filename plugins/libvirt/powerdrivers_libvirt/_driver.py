@@ -101,7 +101,11 @@ class LibvirtDriver(Driver):
         self._lister: DomainLister | None = None
         ensure_event_loop()
         self._connection = Connection(
-            self._open, settings.reconnect_timeout_s, self._reopened, lambda: self._closed
+            self._open,
+            settings.reconnect_timeout_s,
+            self._reopened,
+            lambda: self._closed,
+            lambda: self._events_wanted,
         )
 
     def __repr__(self) -> str:

@@ -9,15 +9,25 @@ import socket
 import threading
 import time
 import tracemalloc
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 
 import libvirt
 import pytest
+from libvirt_support.libvirtd import PrivateLibvirtd
 from powerdrivers_libvirt import LibvirtDriver
 
 import powerdrivers
-from powerdrivers import Driver, HypervisorConnectionError, PowerDriversError, PowerState
+from powerdrivers import (
+    Driver,
+    EventKind,
+    HypervisorConnectionError,
+    InstanceSpec,
+    PowerDriversError,
+    PowerState,
+)
+from powerdrivers.conformance import EventRecorder
 
 DEFAULT = "test:///default"
 
@@ -315,3 +325,60 @@ def _queued(listener: socket.socket) -> bool:
     """Whether a connection waits, unaccepted, in ``listener``'s queue."""
     ready, _, _ = select.select([listener], [], [], 0)
     return bool(ready)
+
+
+def test_a_consumer_that_only_listens_is_reconnected_after_libvirtd_restarts(
+    private_libvirtd: PrivateLibvirtd,
+) -> None:
+    private_libvirtd.start_libvirtd()  # a test before may have left it killed
+    recorder = EventRecorder()
+    name = f"pdtest-{uuid.uuid4().hex[:8]}"
+    with powerdrivers.load_driver("libvirt", private_libvirtd.uri, domain_type="qemu") as driver:
+        assert isinstance(driver, LibvirtDriver)
+        try:
+            driver.spawn(InstanceSpec(name, memory_mib=64))
+            with driver.subscribe(recorder):
+                old = conn_of(driver)
+                private_libvirtd.kill_libvirtd()
+                private_libvirtd.start_libvirtd()
+                # No call made: libvirt's close callback alone brings the connection back.
+                recorder.wait_for_event(kind=EventKind.RESYNC, timeout=20)
+                assert is_closed(old)
+                # Event callbacks were registered again: another client's pause is reported.
+                other = libvirt.open(private_libvirtd.uri)
+                try:
+                    other.lookupByName(name).suspend()
+                finally:
+                    other.close()
+                paused = recorder.wait_for_event(kind=EventKind.PAUSED, name=name, timeout=10)
+                assert paused.caused_by_operation is None
+        finally:
+            driver.delete(name)
+
+
+def test_a_call_waiting_on_a_failed_reconnection_fails_with_it_rather_than_wait_again() -> None:
+    with powerdrivers.load_driver("libvirt", DEFAULT, reconnect_timeout=2) as driver:
+        assert isinstance(driver, LibvirtDriver)
+        driver.uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"  # a daemon gone for good
+        lose_connection(driver)
+        began = time.monotonic()
+        first: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                driver.list_instances()
+            except BaseException as error:
+                first.append(error)
+
+        reconnecting = threading.Thread(target=call, daemon=True)
+        reconnecting.start()
+        while driver._connection._current is not None and time.monotonic() < began + 10:
+            time.sleep(0.005)  # until the first call's reconnection has begun
+        with pytest.raises(HypervisorConnectionError):
+            driver.list_instances()
+        waited = time.monotonic() - began
+        reconnecting.join(10)
+        assert len(first) == 1 and isinstance(first[0], HypervisorConnectionError)
+        # One reconnection (its backoff gives up after 1.5 s of the 2) for both calls, not one
+        # each, one after the other (3 s).
+        assert waited < 2.4, f"the second call took {waited:.1f} s"
