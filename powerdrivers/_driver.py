@@ -88,6 +88,7 @@ class Driver(abc.ABC):
         self._poll_interval_s = poll_interval_s
         self._closed = False
         self._close_lock = threading.Lock()
+        self._source_lock = threading.RLock()
 
     # -- public interface -------------------------------------------------
 
@@ -525,24 +526,32 @@ class Driver(abc.ABC):
             raise HypervisorConnectionError(f"the {self.name} driver has been closed")
 
     def _events_needed(self) -> None:
-        self._check_open()
-        self._tracker.forget_owed()
-        if Capability.NATIVE_EVENTS in self.capabilities:
-            self._start_native_events()
-            self._native_events_running = True
-            return
-        self._poller = PollingEventSource(
-            self.list_instances, self._publish_change, self._publish_resync, self._poll_interval_s
-        )
-        self._poller.start()
+        # Starting and stopping the source are serialised, and each looks at what is true
+        # when it runs: a stop that lost a race with a new subscriber leaves the source running.
+        with self._source_lock:
+            self._check_open()
+            if self._poller is not None or self._native_events_running:
+                return
+            self._tracker.forget_owed()
+            if Capability.NATIVE_EVENTS in self.capabilities:
+                self._start_native_events()
+                self._native_events_running = True
+                return
+            self._poller = PollingEventSource(
+                self.list_instances, self._publish_change, self._publish_resync, self._poll_interval_s
+            )
+            self._poller.start()
 
     def _events_unneeded(self) -> None:
-        if self._poller is not None:
-            self._poller.stop()
-            self._poller = None
-        elif self._native_events_running:
-            self._native_events_running = False
-            self._stop_native_events()
+        with self._source_lock:
+            if self._hub.has_listeners and not self._closed:
+                return
+            if self._poller is not None:
+                self._poller.stop()
+                self._poller = None
+            elif self._native_events_running:
+                self._native_events_running = False
+                self._stop_native_events()
 
 
 class _Tracked:

@@ -109,7 +109,7 @@ class HyperDriver(Driver):
     def _stop_native_events(self) -> None:
         self._queue.put(None)
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(5)
 
     def _deliver(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -289,3 +289,38 @@ class TestTrackerOrdering:
         token = tracker.begin("i", Operation.POWER_OFF)
         tracker.end(token, reached_hypervisor=False)
         assert not tracker.forced_since("i", mark)
+
+
+class LateStopDriver(HyperDriver):
+    """Stops its event source only when the test lets it: the race between a last and a first listener."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = threading.Event()
+        self.let_stop = threading.Event()
+        self.starts = 0
+
+    def _start_native_events(self) -> None:
+        self.starts += 1
+        super()._start_native_events()
+
+    def _events_unneeded(self) -> None:
+        if not self._closed:
+            self.stopping.set()
+            self.let_stop.wait(5)
+        super()._events_unneeded()
+
+
+def test_a_new_listener_keeps_the_source_a_departing_one_was_stopping() -> None:
+    with LateStopDriver() as driver:
+        first = driver.subscribe(lambda event: None)
+        leaving = threading.Thread(target=first.unsubscribe)
+        leaving.start()
+        assert driver.stopping.wait(5)
+        events: list[Event] = []
+        with driver.subscribe(events.append):
+            driver.let_stop.set()
+            leaving.join(5)
+            driver.power_off("vm")
+            assert _settle(events, 1) == [("stopped", "power_off")]
+        assert driver.starts == 1
