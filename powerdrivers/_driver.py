@@ -180,6 +180,8 @@ class Driver(abc.ABC):
             # Only a running guest can act on the request: a paused one is forced
             # (or left, without force) at once rather than after a pointless wait.
             while current.power_state is PowerState.RUNNING:
+                # Closing the driver ends the wait; it is no passing fault to ride out.
+                self._check_open()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -195,16 +197,26 @@ class Driver(abc.ABC):
                 reading = _transient(f"reading {instance.name} during its shutdown")
                 with reading:
                     current = self._read_one(instance.id)
+            if reading.failed:
+                # Decide from what the hypervisor says now, not from a reading gone stale.
+                current = self._read_one(instance.id)
             stopped = current.power_state is PowerState.SHUTOFF
             if not stopped and force:
-                self._force_off(current)
-        # "Off" is not "the guest shut down": someone may have forced it meanwhile (another
-        # thread or process, or the shutdown this call joined when its timeout ran out).
-        forced_elsewhere = stopped and (
-            self.native_states.forced(current.native_state, current.native_reason)
-            or self._tracker.forced_since(instance.id, mark)
-            or any(cause is not None and rule_for(cause).forced for cause in off_causes)
-        )
+                try:
+                    self._force_off(current)
+                except InvalidStateTransition:
+                    # It went off between the last look and the force: see how.
+                    current = self._read_one(instance.id)
+                    if current.power_state is not PowerState.SHUTOFF:
+                        raise
+                    stopped = True
+            # "Off" is not "the guest shut down": someone may have forced it meanwhile (another
+            # thread or process, or the shutdown this call joined when its timeout ran out).
+            forced_elsewhere = stopped and (
+                self.native_states.forced(current.native_state, current.native_reason)
+                or self._tracker.forced_since(instance.id, mark)
+                or any(cause is not None and rule_for(cause).forced for cause in off_causes)
+            )
         if stopped and not forced_elsewhere:
             outcome = Outcome.GRACEFUL
         else:

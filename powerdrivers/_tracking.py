@@ -27,7 +27,6 @@ class _Entry:
         "began",
         "ended",
         "forced",
-        "forced_before",
         "instance_id",
         "operation",
         "owed",
@@ -50,8 +49,6 @@ class _Entry:
         #: Whether it stops the instance without the guest: a forced operation, or a graceful
         #: one that fell back to forcing. Only such an operation is owed a forced stop.
         self.forced = rule_for(operation).forced
-        #: For a forced operation, when the instance was last forced before it began.
-        self.forced_before: int | None = None
 
 
 class OperationTracker:
@@ -91,8 +88,10 @@ class OperationTracker:
         #: (their ends, and so their deadlines, come in order): until then, trimming the
         #: history needs no look at each entry's deadline.
         self._expires: dict[str, float] = {}
-        #: Per instance, when (on ``_clock``) an operation of ours last forced it.
-        self._last_forced: dict[str, int] = {}
+        #: Per instance with operations running, when (on ``_clock``) an operation of ours forced
+        #: it, and on which thread. Dropped when its last operation ends: only a running
+        #: operation asks (see ``forced_since``).
+        self._forced: dict[str, dict[int, int]] = {}
 
     @contextmanager
     def track(
@@ -129,8 +128,7 @@ class OperationTracker:
                 )
             self._running[instance_id] = (*running, entry)
             if entry.forced:
-                entry.forced_before = self._last_forced.get(instance_id)
-                self._last_forced[instance_id] = entry.began
+                self._forced.setdefault(instance_id, {})[entry.began] = entry.thread
             entries = self._entries.get(instance_id)
             if entries is None:
                 self._entries[instance_id] = [entry]
@@ -154,18 +152,13 @@ class OperationTracker:
             if not reached_hypervisor:
                 token.owed.clear()
                 # A forced operation refused before it acted forced nothing.
-                if token.forced and self._last_forced.get(token.instance_id) == token.began:
-                    if token.forced_before is None:
-                        self._last_forced.pop(token.instance_id, None)
-                    else:
-                        self._last_forced[token.instance_id] = token.forced_before
-            if token.operation is Operation.DELETE and reached_hypervisor:
-                self._last_forced.pop(token.instance_id, None)
+                self._forced.get(token.instance_id, {}).pop(token.began, None)
             token.until = time.monotonic() + self._grace_s
             self._expires.setdefault(token.instance_id, token.until)
             running = self._running.get(token.instance_id, ())
             if running == (token,):
                 del self._running[token.instance_id]
+                self._forced.pop(token.instance_id, None)
             elif token in running:
                 self._running[token.instance_id] = tuple(entry for entry in running if entry is not token)
 
@@ -212,15 +205,24 @@ class OperationTracker:
             for entry in self._running.get(instance_id, ()):
                 if entry.thread == ident:
                     entry.forced = True
-            self._last_forced[instance_id] = next(_clock)
+            if instance_id in self._running:
+                self._forced.setdefault(instance_id, {})[next(_clock)] = ident
 
     def now(self) -> int:
         """Return a mark on the tracker's clock, for :meth:`forced_since`."""
         return next(_clock)
 
     def forced_since(self, instance_id: str, mark: int) -> bool:
-        """Whether an operation of ours forced ``instance_id`` after ``mark`` (from :meth:`now`)."""
-        return self._last_forced.get(instance_id, 0) > mark
+        """Whether another thread's operation of ours forced ``instance_id`` after ``mark``.
+
+        ``mark`` comes from :meth:`now`. Asked by an operation still running
+        on the instance (what forced it meanwhile is kept only that long);
+        the calling thread's own forcing does not count: it knows of that.
+        """
+        ident = threading.get_ident()
+        with self._lock:
+            marks = self._forced.get(instance_id, {})
+            return any(when > mark and thread != ident for when, thread in marks.items())
 
     def own_operation(self, instance_id: str) -> Operation | None:
         """Return the operation the calling thread is carrying out on ``instance_id``, if any.

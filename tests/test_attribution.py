@@ -16,12 +16,14 @@ from powerdrivers import (
     Driver,
     Event,
     EventKind,
+    HypervisorConnectionError,
     InstanceReading,
     InvalidStateTransition,
     NativeMapping,
     NativeStateTable,
     Operation,
     Outcome,
+    PowerDriversError,
     PowerState,
 )
 from powerdrivers._tracking import OperationTracker
@@ -274,21 +276,45 @@ class TestTrackerOrdering:
         tracker.end(token, reached_hypervisor=False)
         assert tracker.cause("i", EventKind.STARTED) is None
 
-    def test_forced_since_sees_forcing_by_any_thread(self) -> None:
+    def test_forced_since_sees_other_threads_forcing_while_an_operation_runs(self) -> None:
         tracker = OperationTracker(grace_s=5)
+        shutdown = tracker.begin("i", Operation.SHUTDOWN)
         mark = tracker.now()
         assert not tracker.forced_since("i", mark)
-        with tracker.track("i", Operation.POWER_OFF):
-            pass
+
+        def power_off() -> None:
+            with tracker.track("i", Operation.POWER_OFF):
+                pass
+
+        worker = threading.Thread(target=power_off)
+        worker.start()
+        worker.join()
         assert tracker.forced_since("i", mark)
-        assert not tracker.forced_since("i", tracker.now())
+        later = tracker.now()
+        assert not tracker.forced_since("i", later)
+        tracker.forcing("i")  # the shutdown's own fallback: it knows of that itself
+        assert not tracker.forced_since("i", later)
+        tracker.end(shutdown)
+        # Kept only while an operation runs on the instance: nothing grows with instances gone by.
+        assert not tracker.forced_since("i", mark)
+        assert tracker._forced == {}
 
     def test_a_forced_operation_refused_before_it_acted_forced_nothing(self) -> None:
         tracker = OperationTracker(grace_s=5)
+        shutdown = tracker.begin("i", Operation.SHUTDOWN)
         mark = tracker.now()
-        token = tracker.begin("i", Operation.POWER_OFF)
-        tracker.end(token, reached_hypervisor=False)
-        assert not tracker.forced_since("i", mark)
+        refused: list[bool] = []
+
+        def power_off() -> None:
+            token = tracker.begin("i", Operation.POWER_OFF)
+            tracker.end(token, reached_hypervisor=False)
+            refused.append(tracker.forced_since("i", mark))
+
+        worker = threading.Thread(target=power_off)
+        worker.start()
+        worker.join()
+        assert refused == [False]
+        tracker.end(shutdown)
 
 
 class LateStopDriver(HyperDriver):
@@ -324,3 +350,39 @@ def test_a_new_listener_keeps_the_source_a_departing_one_was_stopping() -> None:
             driver.power_off("vm")
             assert _settle(events, 1) == [("stopped", "power_off")]
         assert driver.starts == 1
+
+
+def test_closing_the_driver_ends_a_shutdown_waiting_on_its_guest() -> None:
+    driver = HyperDriver()
+    errors: list[BaseException] = []
+
+    def shut() -> None:
+        try:
+            driver.shutdown("vm", timeout=30, retry_interval=0.1)
+        except PowerDriversError as error:
+            errors.append(error)
+
+    waiting = threading.Thread(target=shut)
+    began = time.monotonic()
+    waiting.start()
+    time.sleep(0.3)
+    driver.close()
+    waiting.join(10)
+    assert time.monotonic() - began < 5  # not the 30 s deadline
+    assert [type(error) for error in errors] == [HypervisorConnectionError]
+
+
+class OffAtTheLastMomentDriver(HyperDriver):
+    """Its guest shuts down in the instant between the core's last look and the forced power-off."""
+
+    def _power_off(self, instance: InstanceReading) -> None:
+        with self._lock:
+            self.state, self.reason = "shutoff", "shutdown"
+        raise InvalidStateTransition("vm", "power_off", "shutoff")
+
+
+def test_a_guest_that_went_off_just_before_the_force_is_not_an_error() -> None:
+    with OffAtTheLastMomentDriver() as driver:
+        result = driver.shutdown("vm", timeout=0.2, retry_interval=0.1)
+    assert result.outcome is Outcome.GRACEFUL
+    assert result.reading.power_state is PowerState.SHUTOFF
