@@ -27,6 +27,7 @@ from powerdrivers import (
     check_operation,
     redact_uri,
 )
+from powerdrivers._arguments import check_flag, check_ref
 from powerdrivers_fake._engine import FakeEngine
 from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
@@ -143,12 +144,14 @@ class FakeDriver(FakeEngine):
 
     def set_cooperative(self, ref: str, cooperative: bool) -> None:
         """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
+        ref, cooperative = check_ref(ref), check_flag("cooperative", cooperative)
         with self._transaction() as document:
             record = self._writable(document, self._find(document, ref))
             record["guest"] = "cooperative" if cooperative else "uncooperative"
 
     def crash(self, ref: str) -> InstanceReading:
         """Crash a running instance now, as a guest kernel panic would."""
+        ref = check_ref(ref)
         with self._transaction() as document:
             record = self._writable(document, self._find(document, ref))
             check_operation(record["name"], Operation.POWER_OFF, self._reading(record).power_state, None)

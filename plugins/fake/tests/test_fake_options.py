@@ -15,6 +15,7 @@ from powerdrivers_fake import ERRORS, FakeDriver, instance_id
 
 from powerdrivers import (
     AuthenticationError,
+    ConfigurationError,
     HypervisorConnectionError,
     HypervisorError,
     InstanceSpec,
@@ -335,3 +336,20 @@ def test_the_cli_reports_a_bad_option_as_usage(option: str) -> None:
     assert completed.returncode == 2
     assert option.partition("=")[0] in completed.stderr
     assert "unexpected" not in completed.stderr
+
+
+@pytest.mark.parametrize("ref", [["web-1"], 42, "web\x00-1"], ids=repr)
+def test_the_test_controls_refuse_what_cannot_name_an_instance(ref: object) -> None:
+    with FakeDriver() as driver:
+        with pytest.raises(ConfigurationError):
+            driver.crash(ref)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            driver.set_cooperative(ref, True)  # type: ignore[arg-type]
+
+
+def test_set_cooperative_takes_a_flag_not_a_truthy_word() -> None:
+    with (
+        FakeDriver() as driver,
+        pytest.raises(ConfigurationError, match="cooperative must be True or False"),
+    ):
+        driver.set_cooperative("web-1", "no")  # type: ignore[arg-type]
