@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from powerdrivers._driver import Driver
+from powerdrivers._exceptions import InvalidSpec
 from powerdrivers._loader import load_driver_class, validate_driver_class
 from powerdrivers._spec import InstanceSpec
 
@@ -54,10 +54,14 @@ class KitSettings:
         for key, value in self.spec.items():
             if key.startswith("metadata."):
                 metadata[key.removeprefix("metadata.")] = value
-            elif key in ("vcpus", "memory_mib"):
-                values[key] = int(value)
-            elif key in ("kernel", "initrd", "disk_image"):
-                values[key] = Path(value)
+            elif key in _SPEC_FIELDS:
+                values[key] = value  # InstanceSpec checks and converts the text (counts, paths)
             else:
-                values[key] = value
+                raise InvalidSpec(
+                    f"no spec field {key!r}; the fields are {', '.join(_SPEC_FIELDS)} and metadata.KEY"
+                )
         return InstanceSpec(name, metadata=metadata, **values)
+
+
+#: The fields of an InstanceSpec besides its name and metadata.
+_SPEC_FIELDS = ("vcpus", "memory_mib", "kernel", "initrd", "cmdline", "disk_image")

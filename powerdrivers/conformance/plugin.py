@@ -13,6 +13,7 @@ import pytest
 
 from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
 from powerdrivers._driver import Driver
+from powerdrivers._exceptions import InvalidSpec
 from powerdrivers._operations import Operation
 from powerdrivers.conformance._harness import reachable_states
 from powerdrivers.conformance._settings import KitSettings
@@ -77,6 +78,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "the conformance kit needs --powerdrivers-instance ID or --powerdrivers-spawn"
         )
+    if settings.spawn:
+        try:
+            settings.instance_spec("pdkit-check")
+        except InvalidSpec as error:
+            raise pytest.UsageError(f"--powerdrivers-spec: {error}") from None
     config.stash[_SETTINGS] = settings
     if config.args_source is not pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(_KIT)]
