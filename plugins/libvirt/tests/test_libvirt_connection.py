@@ -16,29 +16,19 @@ from collections.abc import Callable, Iterator
 import libvirt
 import pytest
 from libvirt_support.libvirtd import PrivateLibvirtd
+from libvirt_support.nodes import settle_running
 from powerdrivers_libvirt import LibvirtDriver
 
 import powerdrivers
 from powerdrivers import (
-    Driver,
     EventKind,
     HypervisorConnectionError,
     InstanceSpec,
     PowerDriversError,
-    PowerState,
 )
 from powerdrivers.conformance import EventRecorder
 
 DEFAULT = "test:///default"
-
-
-def settle_running(driver: Driver) -> None:
-    """Run the built-in node's one domain, ``test``: the node outlives a test's connections."""
-    state = driver.get_instance("test").power_state
-    if state is PowerState.PAUSED:
-        driver.unpause("test")
-    elif state in (PowerState.SHUTOFF, PowerState.SUSPENDED):
-        driver.start("test")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from libvirt_support.nodes import settle_running
 from powerdrivers_libvirt import LibvirtDriver
 
 import powerdrivers
@@ -116,14 +117,6 @@ RACES: dict[str, tuple[Callable[[Driver], object], Callable[[Driver], object]]] 
 }
 
 
-def _settle_running(driver: Driver) -> None:
-    state = driver.get_instance("test").power_state
-    if state is PowerState.PAUSED:
-        driver.unpause("test")
-    elif state in (PowerState.SHUTOFF, PowerState.SUSPENDED):
-        driver.start("test")
-
-
 @pytest.fixture
 def default_driver() -> Iterator[Driver]:
     """The libvirt driver on libvirt's built-in test node, its one domain, ``test``, running.
@@ -132,9 +125,9 @@ def default_driver() -> Iterator[Driver]:
     running afterwards too, for the tests that follow.
     """
     with powerdrivers.load_driver("libvirt", DEFAULT) as loaded:
-        _settle_running(loaded)
+        settle_running(loaded)
         yield loaded
-        _settle_running(loaded)
+        settle_running(loaded)
 
 
 def race(driver: Driver, act: Callable[[Driver], object]) -> list[BaseException | None]:
@@ -163,7 +156,7 @@ def race(driver: Driver, act: Callable[[Driver], object]) -> list[BaseException 
 def test_the_loser_of_a_race_gets_an_invalid_transition(default_driver: Driver, operation: str) -> None:
     prepare, act = RACES[operation]
     for _ in range(50):
-        _settle_running(default_driver)
+        settle_running(default_driver)
         prepare(default_driver)
         outcomes = race(default_driver, act)
         assert len(outcomes) == 2

@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from powerdrivers import Driver, PowerState
+
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 
 #: libvirt's numeric run states, for seeding node XML.
@@ -36,3 +38,12 @@ def require_real(component: str, available: bool, why: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{component} is required under CI=true: {why}")
     pytest.skip(f"{component} unavailable: {why}")
+
+
+def settle_running(driver: Driver) -> None:
+    """Run the built-in test node's one domain, ``test``: the node outlives a test's connections."""
+    state = driver.get_instance("test").power_state
+    if state is PowerState.PAUSED:
+        driver.unpause("test")
+    elif state in (PowerState.SHUTOFF, PowerState.SUSPENDED):
+        driver.start("test")
