@@ -124,12 +124,10 @@ class _BoundedHTTPSConnection(http.client.HTTPSConnection):
         self.sock.clock = self.clock
 
 
-class TimeoutTransport(xmlrpc.client.Transport):
-    """Plain-HTTP transport; each call must be complete within ``timeout_s``."""
+class _BoundedRequests(xmlrpc.client.Transport):
+    """Bounds each XML-RPC request as a whole by the transport's ``clock``."""
 
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.clock = CallClock(timeout_s)
+    clock: CallClock
 
     def request(
         self,
@@ -142,6 +140,14 @@ class TimeoutTransport(xmlrpc.client.Transport):
         with self.clock.bound():
             return super().request(host, handler, request_body, verbose)
 
+
+class TimeoutTransport(_BoundedRequests):
+    """Plain-HTTP transport; each call must be complete within ``timeout_s``."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.clock = CallClock(timeout_s)
+
     def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPConnection:
         """Return the kept-alive connection to ``host``, or a new bounded one."""
         if self._connection[1] is not None and host == self._connection[0]:
@@ -152,7 +158,7 @@ class TimeoutTransport(xmlrpc.client.Transport):
         return connection
 
 
-class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
+class TimeoutSafeTransport(_BoundedRequests, xmlrpc.client.SafeTransport):
     """HTTPS transport bounded as :class:`TimeoutTransport`; certificates verified unless not ``verify``."""
 
     def __init__(self, timeout_s: float, verify: bool) -> None:
@@ -165,17 +171,6 @@ class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         self.context = context
         self.clock = CallClock(timeout_s)
         self.verify = verify
-
-    def request(
-        self,
-        host: tuple[str, dict[str, str]] | str,
-        handler: str,
-        request_body: SizedBuffer,
-        verbose: bool = False,
-    ) -> tuple[Any, ...]:
-        """Send one XML-RPC request, bounded as a whole (unless a wider bound is running)."""
-        with self.clock.bound():
-            return super().request(host, handler, request_body, verbose)
 
     def make_connection(self, host: tuple[str, dict[str, str]] | str) -> http.client.HTTPSConnection:
         """Return the kept-alive connection to ``host``, or a new bounded one."""
