@@ -75,3 +75,13 @@ def plugin_env(test_plugins_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(test_plugins_dir), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake hypervisor in a state file, selected through the environment as users do."""
+    path = tmp_path / "state.json"
+    monkeypatch.setenv("POWERDRIVERS_DRIVER", "fake")
+    monkeypatch.setenv("POWERDRIVERS_URI", f"fake://{path}")
+    monkeypatch.delenv("POWERDRIVERS_PASSWORD", raising=False)
+    return path

@@ -20,16 +20,6 @@ from powerdrivers._progress import Progress
 READING_KEYS = {"id", "name", "power_state", "transition", "native_state", "native_reason"}
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake hypervisor in a state file, selected through the environment as users do."""
-    path = tmp_path / "state.json"
-    monkeypatch.setenv("POWERDRIVERS_DRIVER", "fake")
-    monkeypatch.setenv("POWERDRIVERS_URI", f"fake://{path}")
-    monkeypatch.delenv("POWERDRIVERS_PASSWORD", raising=False)
-    return path
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()

@@ -24,16 +24,6 @@ from powerdrivers import InstanceReading
 from powerdrivers._cli import EXIT_FAILED, EXIT_INTERRUPTED, main
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake hypervisor in a state file, selected through the environment as users do."""
-    path = tmp_path / "state.json"
-    monkeypatch.setenv("POWERDRIVERS_DRIVER", "fake")
-    monkeypatch.setenv("POWERDRIVERS_URI", f"fake://{path}")
-    monkeypatch.delenv("POWERDRIVERS_PASSWORD", raising=False)
-    return path
-
-
 def _a_driver_bug(self: FakeDriver) -> Iterable[InstanceReading]:
     raise RuntimeError("the driver tripped over itself")
 
