@@ -1,0 +1,141 @@
+"""What the keeper needs of its store: the contract between the keeper and the SQL store.
+
+The SQL implementation (``_store.py``) implements exactly this; the keeper and the CLI use only
+this. Every method is one transaction; every write that changes what a keeper must act on
+(policy, quarantine, actions) bumps the store's change cursor, which other processes poll.
+Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from powerdrivers import InstanceReading, PowerState
+from powerdrivers.keeper._model import (
+    Action,
+    ActionStatus,
+    Cause,
+    HistoryRecord,
+    HostView,
+    InstanceView,
+    Policy,
+    RecordKind,
+)
+
+
+class KeeperStore(Protocol):
+    """The keeper's durable state: hosts, instances, actions (intents) and history."""
+
+    # -- hosts -------------------------------------------------------------------------------
+    def register_host(self, name: str, driver: str, uri: str | None) -> HostView:
+        """Create or update a host (the URI is stored redacted). Raises ``StoreError``."""
+
+    def set_host_reachable(self, name: str, reachable: bool, at: datetime, error: str | None = None) -> bool:
+        """Record whether the host answers; when it stops answering its instances turn stale.
+
+        Returns whether anything changed (no write when nothing did). Raises ``StoreError``.
+        """
+
+    def hosts(self) -> list[HostView]:
+        """Every registered host, by name."""
+
+    # -- instances ---------------------------------------------------------------------------
+    def instance(self, instance_id: str) -> InstanceView:
+        """One instance's view, with its open action if any. Raises ``UnknownInstance``."""
+
+    def instances(self, host: str | None = None) -> list[InstanceView]:
+        """Every instance (of one host, if given), by host then id."""
+
+    def record_observation(
+        self,
+        host: str,
+        reading: InstanceReading,
+        *,
+        previous: PowerState | None,
+        cause: Cause,
+        operation: str | None = None,
+        detail: str | None = None,
+    ) -> HistoryRecord:
+        """Store a changed reading and append its ``observed`` record, in one transaction.
+
+        A new instance is created under ``manual``; the stored reading is not stale.
+        """
+
+    def record_vanished(self, host: str, instance_id: str, at: datetime) -> HistoryRecord:
+        """Append a ``vanished`` record and forget the instance (its host no longer lists it)."""
+
+    def set_policy(self, instance_id: str, policy: Policy, requested_by: str) -> InstanceView:
+        """Change the desired policy and append a ``policy`` record naming who. Raises ``UnknownInstance``."""
+
+    def set_backoff(self, instance_id: str, failures: int, backoff_until: datetime | None) -> None:
+        """Store the consecutive-failure count and the time before which no action is taken."""
+
+    def quarantine(self, instance_id: str, fault: str, at: datetime) -> InstanceView:
+        """Quarantine the instance (no more actions) with a fault text; appends a record."""
+
+    def release_quarantine(self, instance_id: str, requested_by: str, at: datetime) -> InstanceView:
+        """End a quarantine, resetting the failure count and backoff; appends a record.
+
+        By an operator, or by the keeper once the state reads as desired. Raises ``UnknownInstance``.
+        """
+
+    # -- actions (intents) -------------------------------------------------------------------
+    def open_action(
+        self,
+        instance_id: str,
+        operation: str,
+        options: Mapping[str, Any],
+        requested_by: str,
+        *,
+        status: ActionStatus = ActionStatus.PENDING,
+    ) -> Action:
+        """Record an intent before anything is done.
+
+        ``pending``: a request for the owning keeper; ``running``: the caller is about to call
+        the driver. At most one open action per instance, across processes: raises
+        ``ActionInFlight`` when one exists, ``UnknownInstance`` when the instance is not known,
+        ``StoreUnavailable`` when it cannot be written (then the caller must not act).
+        """
+
+    def start_action(self, action_id: int, at: datetime) -> Action:
+        """Move a pending action to running (the owning keeper is about to call the driver)."""
+
+    def finish_action(
+        self,
+        action_id: int,
+        status: ActionStatus,
+        at: datetime,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> Action:
+        """Close an action as done, failed or interrupted and append its ``action`` record."""
+
+    def action(self, action_id: int) -> Action:
+        """One action by id. Raises ``KeeperError`` (unknown id)."""
+
+    def open_actions(self, host: str | None = None) -> list[Action]:
+        """Actions still pending or running (of one host, if given), oldest first."""
+
+    # -- history and changes -----------------------------------------------------------------
+    def append(self, instance_id: str, kind: RecordKind, at: datetime, **fields: Any) -> HistoryRecord:
+        """Append a history record of any kind (fields as in ``HistoryRecord``)."""
+
+    def history(self, instance_id: str, limit: int = 100, before: int | None = None) -> list[HistoryRecord]:
+        """Return the instance's records, newest first; ``before`` (a record id) pages back.
+
+        Retention is per instance (set when the store is opened): the oldest records beyond it
+        are trimmed.
+        """
+
+    def changes_since(self, cursor: int) -> tuple[int, list[str]]:
+        """Return the new cursor and the ids of instances changed after ``cursor`` (0 first).
+
+        Changed means policy, quarantine or actions: how a keeper notices what other processes
+        wrote.
+        """
+
+    def close(self) -> None:
+        """Release the store's connections."""
