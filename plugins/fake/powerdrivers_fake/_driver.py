@@ -246,24 +246,10 @@ class FakeDriver(FakeEngine):
         return self._change(instance, Operation.POWER_OFF, _S.SHUTOFF, "destroyed")
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
-        self._call(Operation.SHUTDOWN)
-        with self._transaction() as document:
-            record, cause = self._target(document, instance, Operation.SHUTDOWN)
-            if self._shared is not None:
-                self._shared.share(document, record["id"], Operation.SHUTDOWN)
-            if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
-                self._set_state(document, record, _S.SHUTTING_DOWN, "acpi", cause)
-                self._plan(record, "shutdown", cause)
+        self._ask_guest(instance, Operation.SHUTDOWN)
 
     def _request_reboot(self, instance: InstanceReading) -> None:
-        self._call(Operation.REBOOT)
-        with self._transaction() as document:
-            record, cause = self._target(document, instance, Operation.REBOOT)
-            if self._shared is not None:
-                self._shared.share(document, record["id"], Operation.REBOOT)
-            if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
-                self._set_state(document, record, _S.REBOOTING, "acpi", cause)
-                self._plan(record, "reboot", cause)
+        self._ask_guest(instance, Operation.REBOOT)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading:
         return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset", kind=EventKind.REBOOTED)

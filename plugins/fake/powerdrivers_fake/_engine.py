@@ -34,6 +34,12 @@ from powerdrivers_fake._store import Document, MemoryStore, Store
 _LOG = logging.getLogger("powerdrivers.fake")
 _S = FakeNativeState
 _RUNNING_STATES = {_S.RUNNING, _S.SHUTTING_DOWN, _S.REBOOTING}
+#: The guest-dependent operations: the action a cooperative guest is planned to finish, and
+#: the state it is in meanwhile.
+_GUEST_ACTIONS = {
+    Operation.SHUTDOWN: ("shutdown", _S.SHUTTING_DOWN),
+    Operation.REBOOT: ("reboot", _S.REBOOTING),
+}
 
 
 class FakeEngine(Driver):
@@ -122,6 +128,23 @@ class FakeEngine(Driver):
             if state == _S.RUNNING:
                 self._arm_crash(record)
         return self._reading(record)
+
+    def _ask_guest(self, instance: InstanceReading, operation: Operation) -> None:
+        """Ask the instance's guest to carry out ``operation``, a graceful shutdown or a soft reboot.
+
+        A cooperative guest that runs enters the operation's transitional state
+        and finishes ``guest_delay`` seconds later (see :meth:`_settle`); any
+        other guest ignores the request, as a real one ignoring ACPI would.
+        """
+        action, transitional = _GUEST_ACTIONS[operation]
+        self._call(operation)
+        with self._transaction() as document:
+            record, cause = self._target(document, instance, operation)
+            if self._shared is not None:
+                self._shared.share(document, record["id"], operation)
+            if record["guest"] == "cooperative" and record["state"] == _S.RUNNING:
+                self._set_state(document, record, transitional, "acpi", cause)
+                self._plan(record, action, cause)
 
     def _target(
         self, document: Document, instance: InstanceReading, operation: Operation
