@@ -52,7 +52,7 @@ from powerdrivers._values import (
     parse_duration,
     parse_number,
 )
-from powerdrivers._vcpu import VcpuStats
+from powerdrivers._vcpu import InstanceVcpuCounters, VcpuCounters, VcpuStats, stats_between
 from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
 
 __version__ = "0.1.0"
@@ -81,6 +81,7 @@ __all__ = [
     "InstanceNotFound",
     "InstanceReading",
     "InstanceSpec",
+    "InstanceVcpuCounters",
     "InvalidOption",
     "InvalidSpec",
     "InvalidStateTransition",
@@ -101,6 +102,7 @@ __all__ = [
     "Subscription",
     "Transition",
     "UnsupportedOperation",
+    "VcpuCounters",
     "VcpuStats",
     "available_drivers",
     "check_operation",
@@ -112,4 +114,5 @@ __all__ = [
     "parse_number",
     "redact_uri",
     "rule_for",
+    "stats_between",
 ]

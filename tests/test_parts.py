@@ -72,7 +72,17 @@ def test_operation_result_shape() -> None:
 
 def test_vcpu_stats_validate_fractions() -> None:
     stats = VcpuStats(0, 0.5, 0.3, 0.2, 1.0)
-    assert stats.to_dict() == {"vcpu": 0, "running": 0.5, "blocked": 0.3, "waiting": 0.2, "window_s": 1.0}
+    assert stats.to_dict() == {
+        "vcpu": 0,
+        "running": 0.5,
+        "blocked": 0.3,
+        "waiting": 0.2,
+        "window_s": 1.0,
+        "halted": None,
+        "halt_exits": None,
+        "io_exits": None,
+        "mmio_exits": None,
+    }
     with pytest.raises(ValueError, match="sum"):
         VcpuStats(0, 0.6, 0.3, 0.2, 1.0)
     with pytest.raises(ValueError, match="outside"):
