@@ -24,7 +24,6 @@ from powerdrivers import (
     VcpuStats,
     redact_uri,
 )
-from powerdrivers._changes import change_kind
 from powerdrivers_xen._options import OPTIONS, parse_settings
 from powerdrivers_xen._session import XapiSession
 from powerdrivers_xen._states import NATIVE_STATES, POWER_OPERATIONS, in_flight
@@ -342,19 +341,14 @@ class XenDriver(Driver):
         self._end_sessions(*([] if current is None else [current]))
 
     def _dispatch(self, event: Mapping[str, Any], known: dict[str, InstanceReading]) -> None:
+        """Note the change ``event`` reports in ``known`` (readings by VM ref) and publish it."""
         ref, after = _event_change(event)
         before = known.get(ref)
         if after is None:
             known.pop(ref, None)
         else:
             known[ref] = after
-        if before is None and after is None:
-            return
-        kind = change_kind(before, after)
-        if kind is not None:
-            reading = after or before
-            assert reading is not None
-            self._publish(kind, reading)
+        self._publish_change(before, after)
 
     # -- lifecycle -------------------------------------------------------------------------
 

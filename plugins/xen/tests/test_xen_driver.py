@@ -160,6 +160,24 @@ def test_events_name_our_operations_and_not_other_clients(xen: Driver, sim: Xapi
     assert theirs.caused_by_operation is None
 
 
+def test_vms_another_client_adds_and_removes_are_spawned_and_deleted(xen: Driver, sim: XapiSimulator) -> None:
+    recorder = EventRecorder()
+    with xen.subscribe(recorder):
+        sim.add_vm("Template of nothing", is_a_template=True)
+        sim.add_vm("new-01", "Running")
+        spawned = recorder.wait_for_event(kind=EventKind.SPAWNED, name="new-01")
+        sim.remove_vm("Template of nothing")
+        sim.remove_vm("new-01")
+        deleted = recorder.wait_for_event(kind=EventKind.DELETED, name="new-01")
+    assert spawned.power_state is PowerState.RUNNING and spawned.caused_by_operation is None
+    assert deleted.instance_id == spawned.instance_id and deleted.power_state is PowerState.RUNNING
+    # A template is no instance: neither its arrival nor its removal is an event.
+    assert [(e.kind, e.name) for e in recorder.events] == [
+        (EventKind.SPAWNED, "new-01"),
+        (EventKind.DELETED, "new-01"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("call", "code"),
     [
