@@ -29,6 +29,8 @@ TESTS = [
     "plugins/libvirt/tests/test_libvirt_mapping.py",
     "docs/examples/powerdrivers-procs/tests",
 ]
+#: Tests that run one of the NOT_RUN checkers, which this virtualenv does not install.
+IGNORED = ["--ignore=tests/test_out_of_tree_typing.py"]
 _FLOOR = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][0-9A-Za-z.]*)")
 
 
@@ -87,7 +89,7 @@ def main() -> int:
         if _release(versions.get(name, "")) != _release(version):
             sys.exit(f"floors: {name}=={version} did not install (found {versions.get(name)})")
     return subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS], check=False, cwd=ROOT
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *IGNORED, *TESTS], check=False, cwd=ROOT
     ).returncode
 
 
