@@ -217,6 +217,32 @@ def _format(options: argparse.Namespace) -> str:
     return str(getattr(options, "format", "table"))
 
 
+#: A table to print: its column headers and its rows.
+_Table = tuple[Sequence[str], Sequence[Sequence[object]]]
+
+
+def _emit(
+    options: argparse.Namespace,
+    value: Any,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    more: Sequence[_Table] = (),
+) -> None:
+    """Print a command's result: ``value`` as JSON under ``-f json``, else ``rows`` as a table.
+
+    ``more`` tables follow the first, each after a blank line, when there are rows to show.
+    """
+    if _format(options) == "json":
+        print_json(value, sys.stdout)
+        return
+    print_table(headers, rows, sys.stdout)
+    for more_headers, more_rows in more:
+        if more_rows:
+            sys.stdout.write("\n")
+            print_table(more_headers, more_rows, sys.stdout)
+
+
 def _driver_name(options: argparse.Namespace, required: bool = True) -> str | None:
     name = getattr(options, "driver", None) or os.environ.get(_ENV_DRIVER)
     if not name and required:
@@ -254,24 +280,22 @@ def _connect(options: argparse.Namespace) -> Driver:
 
 def _cmd_drivers(options: argparse.Namespace) -> int:
     infos = available_drivers()
-    if _format(options) == "json":
-        print_json([info.to_dict() for info in infos], sys.stdout)
-    else:
-        print_table(
-            ("NAME", "DISTRIBUTION", "VERSION", "INTERFACE", "STATUS", "CAPABILITIES / ERROR"),
-            [
-                (
-                    i.name,
-                    i.distribution,
-                    i.version,
-                    i.interface_version,
-                    i.status,
-                    i.error or list(i.capabilities),
-                )
-                for i in infos
-            ],
-            sys.stdout,
-        )
+    _emit(
+        options,
+        [info.to_dict() for info in infos],
+        ("NAME", "DISTRIBUTION", "VERSION", "INTERFACE", "STATUS", "CAPABILITIES / ERROR"),
+        [
+            (
+                i.name,
+                i.distribution,
+                i.version,
+                i.interface_version,
+                i.status,
+                i.error or list(i.capabilities),
+            )
+            for i in infos
+        ],
+    )
     return EXIT_OK
 
 
@@ -302,59 +326,53 @@ def _cmd_states(options: argparse.Namespace) -> int:
         }
         for rule in OPERATION_TABLE.values()
     ]
-    if _format(options) == "json":
-        print_json(
-            {
-                "power_states": [{"name": s.value, "description": s.description} for s in PowerState],
-                "transitions": [{"name": t.value, "guest_dependent": t.guest_dependent} for t in Transition],
-                "operations": operations,
-                "native_states": native,
-            },
-            sys.stdout,
-        )
-        return EXIT_OK
-    print_table(("POWER STATE", "MEANING"), [(s.value, s.description) for s in PowerState], sys.stdout)
-    sys.stdout.write("\n")
-    print_table(
-        ("OPERATION", "TRANSITION", "ALLOWED FROM", "RESULT", "FORCED", "GUEST-DEPENDENT"),
-        [
+    _emit(
+        options,
+        {
+            "power_states": [{"name": s.value, "description": s.description} for s in PowerState],
+            "transitions": [{"name": t.value, "guest_dependent": t.guest_dependent} for t in Transition],
+            "operations": operations,
+            "native_states": native,
+        },
+        ("POWER STATE", "MEANING"),
+        [(s.value, s.description) for s in PowerState],
+        more=(
             (
-                o["operation"],
-                o["transition"],
-                o["allowed_from"],
-                o["result"] or "(deleted)",
-                o["forced"],
-                o["guest_dependent"],
-            )
-            for o in operations
-        ],
-        sys.stdout,
+                ("OPERATION", "TRANSITION", "ALLOWED FROM", "RESULT", "FORCED", "GUEST-DEPENDENT"),
+                [
+                    (
+                        o["operation"],
+                        o["transition"],
+                        o["allowed_from"],
+                        o["result"] or "(deleted)",
+                        o["forced"],
+                        o["guest_dependent"],
+                    )
+                    for o in operations
+                ],
+            ),
+            (
+                ("NATIVE STATE", "REASON", "POWER STATE", "TRANSITION"),
+                [
+                    (n["native_state"], n["native_reason"] or "(any)", n["power_state"], n["transition"])
+                    for n in native
+                ],
+            ),
+        ),
     )
-    if native:
-        sys.stdout.write("\n")
-        print_table(
-            ("NATIVE STATE", "REASON", "POWER STATE", "TRANSITION"),
-            [
-                (n["native_state"], n["native_reason"] or "(any)", n["power_state"], n["transition"])
-                for n in native
-            ],
-            sys.stdout,
-        )
     return EXIT_OK
 
 
 def _print_readings(readings: Sequence[InstanceReading], options: argparse.Namespace, single: bool) -> None:
-    if _format(options) == "json":
-        dicts = [reading.to_dict() for reading in readings]
-        print_json(dicts[0] if single else dicts, sys.stdout)
-        return
-    print_table(
+    dicts = [reading.to_dict() for reading in readings]
+    _emit(
+        options,
+        dicts[0] if single else dicts,
         ("ID", "NAME", "POWER STATE", "TRANSITION", "NATIVE STATE", "NATIVE REASON"),
         [
             (r.id, r.name, r.power_state.value, r.transition, r.native_state, r.native_reason)
             for r in readings
         ],
-        sys.stdout,
     )
 
 
@@ -402,22 +420,13 @@ def _cmd_reboot(options: argparse.Namespace) -> int:
 
 
 def _report(result: OperationResult, options: argparse.Namespace) -> int:
-    if _format(options) == "json":
-        print_json(result.to_dict(), sys.stdout)
-    else:
-        print_table(
-            ("ID", "NAME", "OUTCOME", "ELAPSED S", "POWER STATE"),
-            [
-                (
-                    result.reading.id,
-                    result.reading.name,
-                    result.outcome.value,
-                    result.elapsed_s,
-                    result.reading.power_state.value,
-                )
-            ],
-            sys.stdout,
-        )
+    reading = result.reading
+    _emit(
+        options,
+        result.to_dict(),
+        ("ID", "NAME", "OUTCOME", "ELAPSED S", "POWER STATE"),
+        [(reading.id, reading.name, result.outcome.value, result.elapsed_s, reading.power_state.value)],
+    )
     if not result.succeeded:
         sys.stderr.write(
             f"powerdrivers: error: {result.reading.name} did not {_VERBS[result.operation]} "
@@ -432,22 +441,17 @@ def _cmd_stats(options: argparse.Namespace) -> int:
         reading = driver.get_instance(options.id)
         with Progress(f"sampling {reading.name}", sys.stderr):
             stats = driver.vcpu_stats(reading.id, window=options.window)
-    if _format(options) == "json":
-        print_json(
-            {
-                "id": reading.id,
-                "name": reading.name,
-                "window_s": options.window,
-                "vcpus": [s.to_dict() for s in stats],
-            },
-            sys.stdout,
-        )
-    else:
-        print_table(
-            ("VCPU", "RUNNING", "BLOCKED", "WAITING"),
-            [(s.vcpu, f"{s.running:.1%}", f"{s.blocked:.1%}", f"{s.waiting:.1%}") for s in stats],
-            sys.stdout,
-        )
+    _emit(
+        options,
+        {
+            "id": reading.id,
+            "name": reading.name,
+            "window_s": options.window,
+            "vcpus": [s.to_dict() for s in stats],
+        },
+        ("VCPU", "RUNNING", "BLOCKED", "WAITING"),
+        [(s.vcpu, f"{s.running:.1%}", f"{s.blocked:.1%}", f"{s.waiting:.1%}") for s in stats],
+    )
     return EXIT_OK
 
 

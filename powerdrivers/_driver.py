@@ -5,45 +5,36 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import ClassVar, Final, Self
 
 from powerdrivers._arguments import check_duration, check_flag, check_ref
 from powerdrivers._capabilities import Capability
-from powerdrivers._changes import change_kind
 from powerdrivers._event_kinds import EventKind
-from powerdrivers._events import Event, EventHub, Listener, Subscription
+from powerdrivers._event_source import EventSourceSwitch
+from powerdrivers._events import EventHub, Listener, Subscription
 from powerdrivers._exceptions import (
-    AuthenticationError,
     ConfigurationError,
     HypervisorConnectionError,
-    InstanceNotFound,
     InvalidOption,
     InvalidStateTransition,
-    OperationTimeout,
-    PowerDriversError,
     UnsupportedOperation,
 )
+from powerdrivers._graceful import graceful_shutdown, verified_reboot
 from powerdrivers._native import NativeStateTable
 from powerdrivers._operations import Operation, check_operation, rule_for
-from powerdrivers._outcomes import OperationResult, Outcome
-from powerdrivers._polling import PollingEventSource
+from powerdrivers._outcomes import OperationResult
 from powerdrivers._reading import InstanceReading
+from powerdrivers._reporting import FROM_TRACKER, EventReporter
 from powerdrivers._spec import InstanceSpec
 from powerdrivers._states import PowerState
+from powerdrivers._tracked import Tracked
 from powerdrivers._tracking import OperationTracker
 from powerdrivers._vcpu import VcpuStats
 
-_LOG = logging.getLogger("powerdrivers.driver")
-
-_FROM_TRACKER: Final = object()
-#: Errors that say an operation was refused before it changed anything: it caused no event.
-_REFUSED: Final = (ConfigurationError, InstanceNotFound, InvalidStateTransition, UnsupportedOperation)
 #: Where the core reports a driver breaking its contract; the conformance kit fails on these.
-_CONTRACT_LOG = logging.getLogger("powerdrivers.contract")
+_CONTRACT_LOG: Final = logging.getLogger("powerdrivers.contract")
 
 
 class Driver(abc.ABC):
@@ -83,12 +74,10 @@ class Driver(abc.ABC):
         self.uri = uri
         self._tracker = OperationTracker()
         self._hub = EventHub(on_first=self._events_needed, on_last=self._events_unneeded)
-        self._poller: PollingEventSource | None = None
-        self._native_events_running = False
-        self._poll_interval_s = poll_interval_s
+        self._reporter = EventReporter(self._hub, self._tracker, self._stopped_by_force)
+        self._event_source = EventSourceSwitch(self, poll_interval_s)
         self._closed = False
         self._close_lock = threading.Lock()
-        self._source_lock = threading.RLock()
 
     # -- public interface -------------------------------------------------
 
@@ -156,74 +145,7 @@ class Driver(abc.ABC):
         retry_interval = check_duration("retry interval", retry_interval, positive=True)
         force = check_flag("force", force)
         self._require(Operation.SHUTDOWN)
-        began = time.monotonic()
-        instance = self.get_instance(ref)
-        if not check_operation(instance.name, Operation.SHUTDOWN, instance.power_state, instance.transition):
-            return OperationResult(
-                Operation.SHUTDOWN, Outcome.ALREADY_OFF, time.monotonic() - began, instance
-            )
-        off = threading.Event()
-        off_causes: list[Operation | None] = []
-
-        def notice_off(event: Event) -> None:
-            if event.instance_id == instance.id and (
-                event.power_state is PowerState.SHUTOFF or event.kind is EventKind.DELETED
-            ):
-                off_causes.append(event.caused_by_operation)
-                off.set()
-
-        deadline = began + timeout
-        mark = self._tracker.now()
-        with self._track(instance, Operation.SHUTDOWN), self._hub.add(notice_off):
-            current = instance
-            reading = _transient("")
-            # Only a running guest can act on the request: a paused one is forced
-            # (or left, without force) at once rather than after a pointless wait.
-            while current.power_state is PowerState.RUNNING:
-                # Closing the driver ends the wait; it is no passing fault to ride out.
-                self._check_open()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # A hypervisor that is briefly unreachable (a restarting daemon, a stalled
-                # xapi) is asked again at the next interval, until the deadline.
-                with _transient(f"asking {instance.name} to shut down"):
-                    self._request_shutdown(current)
-                if reading.failed:
-                    # The "off" event may have come already; wait the interval regardless.
-                    time.sleep(min(retry_interval, remaining))
-                else:
-                    off.wait(min(retry_interval, remaining))
-                reading = _transient(f"reading {instance.name} during its shutdown")
-                with reading:
-                    current = self._read_one(instance.id)
-            if reading.failed:
-                # Decide from what the hypervisor says now, not from a reading gone stale.
-                current = self._read_one(instance.id)
-            stopped = current.power_state is PowerState.SHUTOFF
-            if not stopped and force:
-                try:
-                    self._force_off(current)
-                except InvalidStateTransition:
-                    # It went off between the last look and the force: see how.
-                    current = self._read_one(instance.id)
-                    if current.power_state is not PowerState.SHUTOFF:
-                        raise
-                    stopped = True
-            # "Off" is not "the guest shut down": someone may have forced it meanwhile (another
-            # thread or process, or the shutdown this call joined when its timeout ran out).
-            forced_elsewhere = stopped and (
-                self.native_states.forced(current.native_state, current.native_reason)
-                or self._tracker.forced_since(instance.id, mark)
-                or any(cause is not None and rule_for(cause).forced for cause in off_causes)
-            )
-        if stopped and not forced_elsewhere:
-            outcome = Outcome.GRACEFUL
-        else:
-            outcome = Outcome.FORCED if stopped or force else Outcome.TIMED_OUT
-        return OperationResult(
-            Operation.SHUTDOWN, outcome, time.monotonic() - began, self.get_instance(instance.id)
-        )
+        return graceful_shutdown(self, ref, timeout, retry_interval, force)
 
     def reboot(
         self,
@@ -241,33 +163,7 @@ class Driver(abc.ABC):
         """
         timeout = check_duration("timeout", timeout)
         hard, force = check_flag("hard", hard), check_flag("force", force)
-        operation = Operation.HARD_REBOOT if hard else Operation.REBOOT
-        self._require(operation)
-        began = time.monotonic()
-        instance = self.get_instance(ref)
-        check_operation(instance.name, operation, instance.power_state, instance.transition)
-        rebooted = threading.Event()
-
-        def notice_reboot(event: Event) -> None:
-            if event.instance_id == instance.id and event.kind is EventKind.REBOOTED:
-                rebooted.set()
-
-        with self._track(instance, operation):
-            if hard:
-                self._reset(instance)
-                outcome = Outcome.FORCED
-            else:
-                with self._hub.add(notice_reboot):
-                    self._request_reboot(instance)
-                    graceful = rebooted.wait(timeout)
-                if graceful:
-                    outcome = Outcome.GRACEFUL
-                elif force:
-                    self._reset(self._read_one(instance.id))
-                    outcome = Outcome.FORCED
-                else:
-                    outcome = Outcome.TIMED_OUT
-        return OperationResult(operation, outcome, time.monotonic() - began, self.get_instance(instance.id))
+        return verified_reboot(self, ref, hard, timeout, force)
 
     def spawn(self, spec: InstanceSpec) -> InstanceReading:
         """Create an instance from ``spec`` and start it."""
@@ -275,7 +171,7 @@ class Driver(abc.ABC):
             raise ConfigurationError(f"spawn takes an InstanceSpec, not a {type(spec).__name__}")
         self._require(Operation.SPAWN)
         self._check_open()
-        with self._tracker.track(spec.name, Operation.SPAWN):
+        with Tracked(self, spec.name, Operation.SPAWN, spec.name, "busy"):
             reading = self._spawn(spec)
         return self.get_instance(reading.id)
 
@@ -310,6 +206,11 @@ class Driver(abc.ABC):
             )
         self._check_open()
         return self._hub.add(listener)
+
+    @property
+    def event_reporter(self) -> EventReporter:
+        """Where the driver's native event source reports events (see :class:`EventReporter`)."""
+        return self._reporter
 
     def close(self) -> None:
         """Stop the event source and release the hypervisor connection; idempotent."""
@@ -415,51 +316,18 @@ class Driver(abc.ABC):
         self,
         kind: EventKind,
         reading: InstanceReading,
-        caused_by: Operation | object | None = _FROM_TRACKER,
+        caused_by: Operation | object | None = FROM_TRACKER,
     ) -> None:
-        """Publish an event about ``reading``, attributed to our operation if it caused it.
-
-        Pass ``caused_by`` when the driver knows the cause better than the
-        tracker does (an event replayed from another process, say).
-        """
-        if not self._hub.has_listeners:
-            return
-        if caused_by is _FROM_TRACKER:
-            forced = kind is EventKind.STOPPED and self.native_states.forced(
-                reading.native_state, reading.native_reason
-            )
-            cause = self._tracker.cause(
-                reading.id, kind, reading.transition, forced=forced
-            ) or self._tracker.cause(reading.name, kind, reading.transition, forced=forced)
-        else:
-            cause = caused_by if isinstance(caused_by, Operation) else None
-        self._hub.publish(Event.from_reading(kind, reading, cause))
+        """Shorthand for ``self.event_reporter.report(kind, reading, caused_by)``."""
+        self._reporter.report(kind, reading, caused_by)
 
     def _publish_change(self, before: InstanceReading | None, after: InstanceReading | None) -> None:
-        """Publish the event a change from ``before`` to ``after`` amounts to, if any."""
-        kind = change_kind(before, after)
-        if kind is not None:
-            reading = after if after is not None else before
-            assert reading is not None  # change_kind returns None when both are
-            self._publish(kind, reading)
+        """Shorthand for ``self.event_reporter.report_change(before, after)``."""
+        self._reporter.report_change(before, after)
 
     def _publish_resync(self) -> None:
-        """Tell listeners that events may have been missed and they should re-read."""
-        if not self._hub.has_listeners:
-            return
-        self._hub.publish(
-            Event(
-                time=_utcnow(),
-                kind=EventKind.RESYNC,
-                instance_id=None,
-                name=None,
-                power_state=None,
-                transition=None,
-                native_state=None,
-                native_reason=None,
-                caused_by_operation=None,
-            )
-        )
+        """Shorthand for ``self.event_reporter.report_resync()``."""
+        self._reporter.report_resync()
 
     @staticmethod
     def _reject_unknown_options(
@@ -481,7 +349,7 @@ class Driver(abc.ABC):
         self._require(operation)
         instance = self.get_instance(ref)
         check_operation(instance.name, operation, instance.power_state, instance.transition)
-        with _Tracked(self, instance, operation):
+        with self._track(instance, operation):
             after = action(instance)
         if after is None:
             return self.get_instance(instance.id)
@@ -501,22 +369,9 @@ class Driver(abc.ABC):
             return self.get_instance(instance.id)
         return after
 
-    def _track(self, instance: InstanceReading, operation: Operation) -> _Tracked:
-        return _Tracked(self, instance, operation)
-
-    def _force_off(self, instance: InstanceReading) -> None:
-        # Not tracked on its own: what it causes belongs to the shutdown or reboot it completes.
-        if instance.power_state is not PowerState.SHUTOFF:
-            self._tracker.forcing(instance.id)
-            self._power_off(instance)
-
-    def _reset(self, instance: InstanceReading) -> None:
-        if Capability.HARD_REBOOT in self.capabilities:
-            self._tracker.forcing(instance.id)
-            self._hard_reboot(instance)
-            return
-        self._force_off(instance)
-        self._start(self._read_one(instance.id))
+    def _track(self, instance: InstanceReading, operation: Operation) -> Tracked:
+        # The power state as is: the tracker spells it out only if it refuses the operation.
+        return Tracked(self, instance.id, operation, instance.name, instance.power_state)
 
     def _with_own_transition(self, reading: InstanceReading) -> InstanceReading:
         if reading.transition is not None:
@@ -537,106 +392,11 @@ class Driver(abc.ABC):
         if self._closed:
             raise HypervisorConnectionError(f"the {self.name} driver has been closed")
 
+    def _stopped_by_force(self, native_state: str, native_reason: str | None) -> bool:
+        return self.native_states.forced(native_state, native_reason)
+
     def _events_needed(self) -> None:
-        # Starting and stopping the source are serialised, and each looks at what is true
-        # when it runs: a stop that lost a race with a new subscriber leaves the source running.
-        with self._source_lock:
-            self._check_open()
-            if self._poller is not None or self._native_events_running:
-                return
-            self._tracker.forget_owed()
-            if Capability.NATIVE_EVENTS in self.capabilities:
-                self._start_native_events()
-                self._native_events_running = True
-                return
-            self._poller = PollingEventSource(
-                self.list_instances, self._publish_change, self._publish_resync, self._poll_interval_s
-            )
-            self._poller.start()
+        self._event_source.start()
 
     def _events_unneeded(self) -> None:
-        with self._source_lock:
-            if self._hub.has_listeners and not self._closed:
-                return
-            if self._poller is not None:
-                self._poller.stop()
-                self._poller = None
-            elif self._native_events_running:
-                self._native_events_running = False
-                self._stop_native_events()
-
-
-class _Tracked:
-    """An operation in flight, for a ``with`` block (a class: this is every operation's hot path)."""
-
-    __slots__ = ("_driver", "_instance", "_operation", "_token")
-
-    def __init__(self, driver: Driver, instance: InstanceReading, operation: Operation) -> None:
-        self._driver = driver
-        self._instance = instance
-        self._operation = operation
-
-    def __enter__(self) -> None:
-        instance = self._instance
-        # The power state as is: the tracker spells it out only if it refuses the operation.
-        self._token = self._driver._tracker.begin(
-            instance.id, self._operation, label=instance.name, state=instance.power_state
-        )
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        driver = self._driver
-        try:
-            # A polling source would otherwise notice the change only after the operation
-            # ended, perhaps after the next one began: look now, while it is in flight.
-            poller = driver._poller
-            if exc_type is None and poller is not None:
-                try:
-                    poller.poll_now()
-                except PowerDriversError as error:
-                    _LOG.debug("polling after %s failed: %s", self._operation.value, error)
-                else:
-                    driver._tracker.caught_up(self._instance.id)
-        finally:
-            driver._tracker.end(
-                self._token, reached_hypervisor=exc_type is None or not issubclass(exc_type, _REFUSED)
-            )
-
-
-class _transient:  # noqa: N801 - used as a context manager, named for what it lets pass
-    """Log and swallow an error that may pass by itself: a lost connection or a timeout.
-
-    Refused credentials are not transient, and neither is anything else.
-    """
-
-    __slots__ = ("_what", "failed")
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        #: Whether the block failed with an error that was let pass.
-        self.failed = False
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        if exc_type is None or issubclass(exc_type, AuthenticationError):
-            return False
-        if issubclass(exc_type, (HypervisorConnectionError, OperationTimeout)):
-            _LOG.warning("%s failed, trying again: %s", self._what, exc)
-            self.failed = True
-            return True
-        return False
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+        self._event_source.stop_unless_needed()
