@@ -19,7 +19,7 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
 $(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml) \
 		$(wildcard plugins/*/setup.py plugins/*/powerdrivers_*/*.c) \
 		docs/examples/powerdrivers-procs/pyproject.toml
-	$(PIP) install -e '.[test,docs]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]' -e 'plugins/xen[test]' \
+	$(PIP) install -e '.[test,docs,keeper]' -e 'plugins/fake[test]' -e 'plugins/libvirt[test]' -e 'plugins/xen[test]' \
 		-e docs/examples/powerdrivers-procs
 	touch $@ $(VENV)/.run-installed
 

@@ -21,6 +21,8 @@ from powerdrivers.keeper._model import (
     Policy,
     RecordKind,
 )
+from powerdrivers.keeper._paths import default_store_url
+from powerdrivers.keeper._store import SqlStore, open_store
 from powerdrivers.keeper._store_api import KeeperStore
 
 __all__ = [
@@ -35,7 +37,10 @@ __all__ = [
     "KeeperStore",
     "Policy",
     "RecordKind",
+    "SqlStore",
     "StoreError",
     "StoreUnavailable",
     "UnknownInstance",
+    "default_store_url",
+    "open_store",
 ]

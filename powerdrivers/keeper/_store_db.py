@@ -1,0 +1,121 @@
+"""The store's database plumbing: engines from URLs, SQLite's settings, errors in one clear line.
+
+Nothing here knows the keeper's tables; ``_store.py`` does, on top of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.engine import URL, make_url
+
+from powerdrivers import redact_uri
+from powerdrivers.keeper._errors import StoreError, StoreUnavailable
+
+#: How long a writer waits for another process's write lock before the store is "unavailable".
+BUSY_TIMEOUT_S: Final = 30.0
+
+#: An execution option marking a read-only transaction (SQLite: a plain, deferred BEGIN).
+READ_ONLY: Final = "powerdrivers_keeper_read"
+
+
+class StoreLocation:
+    """A parsed store URL and its redacted text, the only form of it ever shown."""
+
+    __slots__ = ("redacted", "url")
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise StoreError("the keeper's store URL is empty")
+        self.redacted = redact_uri(url.strip())
+        try:
+            self.url: URL = make_url(url.strip())
+        except (exc.ArgumentError, ValueError, TypeError):
+            raise StoreError(f"the keeper's store URL is not a database URL: {self.redacted}") from None
+        if self.url.password is not None:
+            self.redacted = self.url.render_as_string(hide_password=True)
+
+    def clean(self, message: str) -> str:
+        """Return ``message`` as one line, with the URL's password (if any) masked out of it."""
+        line = " ".join(str(message).split("\n", 1)[0].split())
+        password = self.url.password
+        if password:
+            line = line.replace(str(password), "***")
+        return line or "no reason given"
+
+    def error(self, what: str, problem: BaseException) -> StoreError:
+        """Return the store error for ``problem`` met while doing ``what``: one line, redacted."""
+        unavailable = isinstance(problem, (exc.OperationalError, exc.TimeoutError, OSError))
+        reason = problem.orig if isinstance(problem, exc.DBAPIError) and problem.orig else problem
+        kind = StoreUnavailable if unavailable else StoreError
+        return kind(f"keeper store {self.redacted}: cannot {what}: {self.clean(str(reason))}")
+
+
+def create_store_engine(location: StoreLocation) -> Engine:
+    """Return an engine for the store at ``location``; SQLite files get WAL, a busy timeout, foreign keys.
+
+    Raises ``StoreError`` for an unknown database kind or an in-memory SQLite database (each
+    connection of one would be a database of its own), ``StoreUnavailable`` when an SQLite
+    file's folder cannot be made.
+    """
+    url = location.url
+    sqlite = url.get_backend_name() == "sqlite"
+    options: dict[str, Any] = {}
+    if sqlite:
+        database = url.database or ""
+        if database in ("", ":memory:") or url.query.get("mode") == "memory":
+            raise StoreError(
+                f"keeper store {location.redacted}: an in-memory SQLite database cannot be shared; "
+                "give a file (sqlite:///path/keeper.db)"
+            )
+        if not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as problem:
+                raise location.error("make the database's folder", problem) from None
+        options["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    try:
+        engine = create_engine(url, **options)
+    except (exc.SQLAlchemyError, ImportError, ValueError, TypeError) as problem:
+        raise location.error("open the database", problem) from None
+    if sqlite:
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make SQLite transactional as the store needs it (the driver's own BEGIN handling is off).
+
+    Writes begin with ``BEGIN IMMEDIATE``: the write lock is taken first, so a transaction that
+    reads then writes waits (busy timeout) instead of failing when another process wrote in
+    between. Migrations are transactional DDL under that lock too.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def translated(location: StoreLocation, what: str) -> Iterator[None]:
+    """Turn the database's errors inside the block into one-line, redacted ``StoreError`` exceptions."""
+    try:
+        yield
+    except (exc.SQLAlchemyError, OSError) as problem:
+        raise location.error(what, problem) from None
