@@ -30,15 +30,21 @@ What it covers:
 * tasks: ``task.get_status``/``get_result``/``get_error_info``/``get_progress``/``get_record``...,
   ``task.cancel``, ``task.destroy``;
 * ``event.from`` with tokens, subscriptions by class, ``*`` or object, and long-polling;
-* VCPU statistics: ``VM_metrics.VCPUs_utilisation`` and ``VM.get_data_sources`` /
-  ``VM.query_data_source`` (``cpuN``, ``memory``), deterministic and changing over time;
+* VCPU statistics: ``VM_metrics.VCPUs_utilisation``, ``VM.get_data_sources`` /
+  ``VM.query_data_source`` / ``VM.record_data_source`` (``cpuN``, ``memory``, and the domain
+  run-state fractions ``runstate_*`` once recorded), deterministic and changing over time, or
+  set per VCPU by a test (running and waiting-for-a-CPU fractions);
+* the ``/rrd_updates`` HTTP handler (``session_id`` or HTTP Basic authentication, ``start``,
+  ``cf``, ``vm_uuid``; rrdtool ``xport`` XML of the finest archive), as xapi's metrics
+  documentation describes it;
 * test controls on :class:`XapiSimulator`: restart, hang, stall, session expiry, credentials,
-  call counts, scripted (malformed) ``event.from`` answers, VMs in any power state
+  call counts, scripted (malformed) ``event.from`` and ``/rrd_updates`` answers, VMs in any power state
   (``"Crashed"`` or any string), guest behaviour and timing.
 
 What it does not cover: storage (SR, VDI, VBD), networking (network, PIF, VIF), consoles,
 guest metrics and agents, migration, snapshots and clones as operations, VM creation through the
-API, pools of several hosts, RBAC, HTTP handlers (RRD updates, import/export), JSON-RPC, TLS,
+API, pools of several hosts, RBAC, HTTP handlers other than ``/rrd_updates`` (``vm_rrd``,
+``host_rrd``, import/export) and its JSON form, coarser RRD archives, JSON-RPC, TLS,
 ``event.register``/``event.next``, and ``Async.`` forms of anything but the power operations.
 ``python -m powerdrivers_xen.testing`` runs one in the foreground.
 """

@@ -29,9 +29,9 @@ from ._errors import (
 )
 from ._events import EventService
 from ._lifecycle import ADVERTISED_OPERATIONS, LIFECYCLE_OPERATIONS, PAUSED, RUNNING, operation_error
-from ._metrics import data_sources
 from ._power import PowerEngine
 from ._records import host_record, pool_record, task_record, vm_metrics_record, vm_record
+from ._rrd import RUNSTATE_SOURCES
 from ._world import World
 
 Handler = Callable[..., Any]
@@ -171,6 +171,9 @@ class XapiApi:
             "VM.query_data_source": _Method(
                 self._query_data_source, (("self", _REF), ("data_source", _STRING))
             ),
+            "VM.record_data_source": _Method(
+                self._record_data_source, (("self", _REF), ("data_source", _STRING))
+            ),
         }
         for cls in _CLASSES:
             methods[f"{cls}.get_all"] = _Method(self._get_all(cls))
@@ -275,7 +278,8 @@ class XapiApi:
         vcpus = int(metrics["VCPUs_number"] if metrics is not None else record["VCPUs_at_startup"])
         now, interval = time.time(), self._world.settings.stats_interval
         memory = int(record["memory_target"])
-        return data_sources(record["uuid"], vcpus, record["power_state"], memory, now, interval)
+        rrd = self._world.rrd
+        return rrd.data_sources(record["uuid"], vcpus, record["power_state"], memory, now, interval)
 
     def _get_data_sources(self, session: str, vm: str) -> list[dict[str, object]]:
         return self._data_sources(vm)
@@ -291,6 +295,13 @@ class XapiApi:
             if source["name_label"] == name and isinstance(value, float):
                 return value
         raise XapiError(INTERNAL_ERROR, f"VM {record['uuid']} has no data source {name}")
+
+    def _record_data_source(self, session: str, vm: str, name: str) -> str:
+        record = self._record("VM", vm)
+        if name not in RUNSTATE_SOURCES and name not in {s["name_label"] for s in self._data_sources(vm)}:
+            raise XapiError(INTERNAL_ERROR, f"VM {record['uuid']} has no data source {name}")
+        self._world.rrd.record(record["uuid"], name)
+        return ""
 
     def _lifecycle(self, operation: str, is_async: bool) -> Handler:
         label = ("Async." if is_async else "") + "VM." + operation

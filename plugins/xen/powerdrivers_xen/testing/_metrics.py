@@ -1,10 +1,11 @@
 """VCPU statistics: deterministic, plausible utilisation figures that move over time.
 
-xapi publishes per-VCPU load in two places: the ``VCPUs_utilisation`` map of the VM's
-``VM_metrics`` record (VCPU number as a string -> fraction of one physical CPU), and the RRD
-data sources ``cpu0``, ``cpu1``... read with ``VM.query_data_source``. The simulator serves
-both from one formula: a function of the VM's uuid, the VCPU number and the current sampling
-interval, so two reads in one interval agree and values change from one interval to the next.
+xapi publishes per-VCPU load in the ``VCPUs_utilisation`` map of the VM's ``VM_metrics`` record
+(VCPU number as a string -> fraction of one physical CPU), and in the RRD data sources ``cpu0``,
+``cpu1``... (``VM.query_data_source``, ``/rrd_updates``). Unless a test sets a VM's load
+(:mod:`._rrd`), the simulator serves them from one formula: a function of the VM's uuid, the
+VCPU number and the sampling interval, so two reads in one interval agree and values change
+from one interval to the next.
 """
 
 from __future__ import annotations
@@ -32,37 +33,3 @@ def vcpu_utilisation(
         swing = 0.5 + 0.5 * math.sin(sample * 0.7 + phase)
         loads[str(vcpu)] = round(min(1.0, base + 0.4 * swing), 4)
     return loads
-
-
-def data_sources(
-    vm_uuid: str, vcpus: int, power_state: str, memory_bytes: int, now: float, interval: float
-) -> list[dict[str, object]]:
-    """List the VM's data sources (``cpuN``, ``memory``) as ``VM.get_data_sources`` returns them."""
-    loads = vcpu_utilisation(vm_uuid, vcpus, power_state, now, interval)
-    sources: list[dict[str, object]] = [
-        {
-            "name_label": f"cpu{vcpu}",
-            "name_description": f"CPU{vcpu} usage",
-            "enabled": True,
-            "standard": True,
-            "units": "(fraction)",
-            "min": 0.0,
-            "max": 1.0,
-            "value": load,
-        }
-        for vcpu, load in ((int(key), value) for key, value in loads.items())
-    ]
-    if loads:
-        sources.append(
-            {
-                "name_label": "memory",
-                "name_description": "Memory currently allocated to VM",
-                "enabled": True,
-                "standard": True,
-                "units": "B",
-                "min": 0.0,
-                "max": float(memory_bytes),
-                "value": float(memory_bytes),
-            }
-        )
-    return sources

@@ -1,4 +1,4 @@
-"""The XML-RPC endpoint: a threaded HTTP server on loopback, with a gate that can hold replies.
+"""The XML-RPC endpoint and HTTP handlers: a threaded server on loopback, with a gate that can hold replies.
 
 Each request runs in its own daemon thread, so a long-poll or a slow operation does not block
 other clients. The gate holds every request for a while (:meth:`ResponseGate.hang`) or until
@@ -17,7 +17,11 @@ from collections.abc import Callable
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
+from ._rrd_http import HttpReply
+
 Dispatch = Callable[[str, tuple[Any, ...]], dict[str, Any]]
+GetHandler = Callable[[str, str, str | None], HttpReply]
+"""Answers a GET: (path, query string, ``Authorization`` header) -> reply."""
 
 MAX_PAUSE = 600.0
 """The longest :meth:`ResponseGate.pause` holds requests if nothing releases them."""
@@ -66,6 +70,18 @@ class ResponseGate:
 
 class _Handler(SimpleXMLRPCRequestHandler):
     rpc_paths = ("/", "/RPC2")
+    server: XmlRpcServer
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches GET to
+        """Serve xapi's HTTP handlers (``/rrd_updates``) after the gate, as XML-RPC calls are."""
+        self.server.gate.wait()
+        path, _, query = self.path.partition("?")
+        reply = self.server.get_handler(path, query, self.headers.get("Authorization"))
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet: no access log."""
@@ -90,18 +106,21 @@ class XmlRpcServer(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], dispatch: Dispatch, gate: ResponseGate) -> None:
+    def __init__(
+        self, address: tuple[str, int], dispatch: Dispatch, gate: ResponseGate, get_handler: GetHandler
+    ) -> None:
         super().__init__(
             address, requestHandler=_Handler, logRequests=False, allow_none=False, encoding="utf-8"
         )
         self.register_instance(_Instance(dispatch, gate))
-        self._gate = gate
+        self.gate = gate
+        self.get_handler = get_handler
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Refuse (close unanswered) every new connection while the gate refuses."""
-        return not self._gate.refusing
+        return not self.gate.refusing
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Remember the connection, then serve it in its own thread."""

@@ -36,13 +36,18 @@ class SessionStore:
         with self._lock:
             self._username, self._password = username, password
 
-    def login(self, username: str, password: str, originator: str = "") -> str:
-        """Open a session, or fail with SESSION_AUTHENTICATION_FAILED [username, message]."""
+    def check_credentials(self, username: str, password: str) -> bool:
+        """Whether this username/password pair is the one accepted (HTTP Basic authentication)."""
         with self._lock:
             user_ok = hmac.compare_digest(username.encode(), self._username.encode())
             password_ok = hmac.compare_digest(password.encode(), self._password.encode())
-            if not (user_ok and password_ok):
-                raise XapiError(SESSION_AUTHENTICATION_FAILED, username, "Authentication failure")
+        return user_ok and password_ok
+
+    def login(self, username: str, password: str, originator: str = "") -> str:
+        """Open a session, or fail with SESSION_AUTHENTICATION_FAILED [username, message]."""
+        if not self.check_credentials(username, password):
+            raise XapiError(SESSION_AUTHENTICATION_FAILED, username, "Authentication failure")
+        with self._lock:
             ref = new_ref()
             self._sessions[ref] = SessionInfo(username, originator, time.time())
             return ref

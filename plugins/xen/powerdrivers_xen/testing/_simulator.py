@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 from ._api import XapiApi
 from ._database import Record
 from ._defaults import DEFAULT_VMS
+from ._rrd import VcpuLoad
+from ._rrd_http import HttpReply, RrdHandler
 from ._server import ResponseGate, XmlRpcServer
 from ._spec import VmSpec
 from ._world import Settings, World
@@ -28,8 +31,9 @@ class XapiSimulator:
     port once; :meth:`restart` keeps it. The timing knobs are in seconds: ``guest_delay`` is how
     long cooperative guests take to honour clean shutdown/reboot, ``op_delay`` how long other
     operations take, ``shutdown_timeout`` how long a clean shutdown/reboot of an uncooperative
-    guest waits before failing with VM_SHUTDOWN_TIMEOUT, ``stats_interval`` how often VCPU
-    statistics change. ``populate=False`` starts with no VMs at all.
+    guest waits before failing with VM_SHUTDOWN_TIMEOUT, ``stats_interval`` how often live VCPU
+    statistics change; ``rrd_step`` (whole seconds) is the step of the RRD rows ``/rrd_updates``
+    serves. ``populate=False`` starts with no VMs at all.
     """
 
     def __init__(
@@ -43,15 +47,17 @@ class XapiSimulator:
         op_delay: float = 0.05,
         shutdown_timeout: float = 30.0,
         stats_interval: float = 5.0,
+        rrd_step: int = 5,
         populate: bool = True,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the simulator listens on loopback only, not {host}")
         self._host = host
         self._port = port
-        settings = Settings(guest_delay, op_delay, shutdown_timeout, stats_interval)
+        settings = Settings(guest_delay, op_delay, shutdown_timeout, stats_interval, rrd_step)
         self._world = World(username, password, settings)
         self._api = XapiApi(self._world)
+        self._rrd = RrdHandler(self._world)
         self._gate = ResponseGate()
         self._server: XmlRpcServer | None = None
         self._thread: threading.Thread | None = None
@@ -114,7 +120,7 @@ class XapiSimulator:
             self._serve()
 
     def _serve(self) -> None:
-        server = XmlRpcServer((self._host, self._port), self._api.dispatch, self._gate)
+        server = XmlRpcServer((self._host, self._port), self._api.dispatch, self._gate, self._rrd.get)
         self._port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.name = f"xapi-sim :{self._port}"
@@ -176,6 +182,15 @@ class XapiSimulator:
         """
         self._api.answer_event_from(value)
 
+    def answer_rrd_updates(self, body: bytes, *, status: int = 200, content_type: str = "text/xml") -> None:
+        """Make the next authenticated ``/rrd_updates`` request answer this, once (malformed data...)."""
+        self._rrd.script(HttpReply(status, content_type, body))
+
+    @property
+    def rrd_requests(self) -> int:
+        """How many ``/rrd_updates`` requests arrived (answered or refused) since the start."""
+        return self._rrd.requests
+
     def expire_sessions(self) -> None:
         """Invalidate every session: the next call on each fails with SESSION_INVALID."""
         self._world.sessions.expire_all()
@@ -230,6 +245,17 @@ class XapiSimulator:
         """How long clean shutdown/reboot waits for the guest before VM_SHUTDOWN_TIMEOUT."""
         self._world.settings.shutdown_timeout = seconds
         self._world.db.notify()
+
+    def set_vcpu_load(self, vm: str, running: Sequence[float], waiting: Sequence[float] = ()) -> None:
+        """Make each VCPU of a VM run and wait (for a physical CPU) these fractions of every step.
+
+        Blocked is the rest; the domain's run-state fractions follow from these loads. It applies
+        to every RRD row and live value served from now on (earlier steps included).
+        """
+        record = self.vm_record(vm)
+        padded = list(waiting) + [0.0] * (len(running) - len(waiting))
+        loads = [VcpuLoad(run, wait) for run, wait in zip(running, padded, strict=True)]
+        self._world.rrd.set_loads(record["uuid"], loads)
 
     def set_stats_interval(self, seconds: float) -> None:
         """How often VCPU statistics change."""

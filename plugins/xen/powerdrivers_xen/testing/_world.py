@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from ._database import Database, Record
 from ._lifecycle import PAUSED, RUNNING, allowed_operations
-from ._metrics import vcpu_utilisation
 from ._records import host_record, pool_record, vm_metrics_record, vm_record
+from ._rrd import RrdStore
 from ._sessions import SessionStore
 from ._spec import VmSpec, stable_uuid
 from ._tasks import TaskManager
@@ -39,6 +39,8 @@ class Settings:
     """How long a clean shutdown/reboot waits for the guest before failing (xapi waits 1200 s)."""
     stats_interval: float = 5.0
     """How often the VCPU statistics change (xapi's RRDs sample every 5 s)."""
+    rrd_step: int = 5
+    """The seconds each row of the RRD archive ``/rrd_updates`` serves covers (xapi: 5)."""
 
 
 class World:
@@ -52,6 +54,7 @@ class World:
         self.host_ref = new_ref()
         self.pool_ref = new_ref()
         self.tasks = TaskManager(self.db, self.host_ref)
+        self.rrd = RrdStore(settings.rrd_step)
         self._uncooperative: set[str] = set()
         self._metrics_owner: dict[str, str] = {}
         self._next_domid = 1
@@ -79,7 +82,8 @@ class World:
         now = time.time()
         interval = self.settings.stats_interval
         vcpus = int(record["VCPUs_number"])
-        record["VCPUs_utilisation"] = vcpu_utilisation(vm["uuid"], vcpus, vm["power_state"], now, interval)
+        load = self.rrd.utilisation(vm["uuid"], vcpus, vm["power_state"], now, interval)
+        record["VCPUs_utilisation"] = load
         if vm["power_state"] in _LIVE:
             record["last_updated"] = timestamp(math.floor(now / max(interval, 1e-3)) * interval)
         return record
