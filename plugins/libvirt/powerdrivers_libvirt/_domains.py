@@ -6,13 +6,11 @@ from collections.abc import Callable
 
 import libvirt
 
-from powerdrivers import InstanceReading, Operation, VcpuStats, check_operation, rule_for
+from powerdrivers import InstanceReading, Operation, check_operation, rule_for
 from powerdrivers_libvirt._errors import code_name
 from powerdrivers_libvirt._states import MAYBE_SAVED_REASONS
 
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
-#: Per VCPU, (nanoseconds running, nanoseconds waiting for a physical CPU) so far.
-VcpuTimes = dict[int, tuple[int, int]]
 
 
 def bring_up(domain: libvirt.virDomain) -> None:
@@ -99,26 +97,3 @@ def lost_race(
     if own_operation is not None and now.power_state in rule_for(own_operation).already_done_in:
         return True
     return not check_operation(instance.name, operation, now.power_state, now.transition)
-
-
-def vcpu_times(conn: libvirt.virConnect, domain: libvirt.virDomain) -> VcpuTimes:
-    """Sample the domain's VCPU times: the bulk statistics, or ``virDomainGetVcpus`` without them."""
-    records = conn.domainListGetStats([domain], libvirt.VIR_DOMAIN_STATS_VCPU)
-    stats = records[0][1] if records else {}
-    count = int(stats.get("vcpu.current", 0))
-    if count and f"vcpu.{count - 1}.time" in stats:
-        return {n: (int(stats[f"vcpu.{n}.time"]), int(stats.get(f"vcpu.{n}.wait", 0))) for n in range(count)}
-    # Drivers without bulk VCPU statistics (the test driver) still answer virDomainGetVcpus.
-    infos = domain.vcpus()[0]
-    return {int(info[0]): (int(info[2]), 0) for info in infos}
-
-
-def vcpu_shares(first: VcpuTimes, second: VcpuTimes, elapsed_ns: float, window_s: float) -> list[VcpuStats]:
-    """Each VCPU's shares of running, blocked and waiting between two samples."""
-    stats = []
-    for vcpu in sorted(second):
-        running_ns, waiting_ns = (second[vcpu][i] - first.get(vcpu, second[vcpu])[i] for i in (0, 1))
-        running = min(max(running_ns / elapsed_ns, 0.0), 1.0)
-        waiting = min(max(waiting_ns / elapsed_ns, 0.0), 1.0 - running)
-        stats.append(VcpuStats(vcpu, running, 1.0 - running - waiting, waiting, window_s))
-    return stats

@@ -21,11 +21,13 @@ from powerdrivers import (
     InstanceNotFound,
     InstanceReading,
     InstanceSpec,
+    InstanceVcpuCounters,
     InvalidStateTransition,
     InvalidURI,
     Operation,
     PowerDriversError,
     VcpuStats,
+    stats_between,
 )
 from powerdrivers_libvirt._connection import (
     Connection,
@@ -34,19 +36,12 @@ from powerdrivers_libvirt._connection import (
     deregister_callbacks,
     weak_method,
 )
-from powerdrivers_libvirt._domains import (
-    VcpuTimes,
-    bring_up,
-    lost_race,
-    remove,
-    reset,
-    vcpu_shares,
-    vcpu_times,
-)
+from powerdrivers_libvirt._domains import bring_up, lost_race, remove, reset
 from powerdrivers_libvirt._errors import CATEGORIES, code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
 from powerdrivers_libvirt._options import parse_options
 from powerdrivers_libvirt._states import MANAGED_SAVE, MAYBE_SAVED_REASONS, NATIVE_STATES, native_names
+from powerdrivers_libvirt._stats import instance_counters, running_counters
 from powerdrivers_libvirt._uri import check_uri, node_file, shown_uri
 
 if TYPE_CHECKING:
@@ -179,9 +174,9 @@ class LibvirtDriver(Driver):
             with self._lister_lock:
                 if self._lister is None:
                     # Only listing needs the bulk-listing machinery: loading the driver stays cheap.
-                    from powerdrivers_libvirt._listing import DomainLister, bulk_module, c_functions
+                    from powerdrivers_libvirt._listing import DomainLister, bulk_module
 
-                    self._lister = DomainLister(self._reading_of, c_functions(), bulk_module())
+                    self._lister = DomainLister(self._reading_of, bulk_module())
                 lister = self._lister
         return self._call(lister.read_all)
 
@@ -265,8 +260,6 @@ class LibvirtDriver(Driver):
 
     def _hard_reboot(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "hard_reboot", reset)
-        # A reset is invisible to lifecycle events; say that it happened.
-        self._publish(EventKind.REBOOTED, self._read_one(instance.id))
 
     def _pause(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "pause", lambda domain: domain.suspend())
@@ -301,18 +294,19 @@ class LibvirtDriver(Driver):
         self._on_domain(instance, "delete", remove)
 
     def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
-        first = self._vcpu_sample(instance)
-        began = time.monotonic()
+        first = self._vcpu_counters(instance)
         time.sleep(window_s)
-        second = self._vcpu_sample(instance)
-        return vcpu_shares(first, second, (time.monotonic() - began) * 1e9, window_s)
+        return stats_between(first, self._vcpu_counters(instance), window_s)
 
-    def _vcpu_sample(self, instance: InstanceReading) -> VcpuTimes:
+    def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
         return self._call(
-            lambda conn: vcpu_times(conn, self._lookup(conn, instance.id)),
+            lambda conn: instance_counters(conn, self._lookup(conn, instance.id)),
             instance=instance,
             operation="vcpu_stats",
         )
+
+    def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
+        return self._call(running_counters, operation="vcpu_counters")
 
     # -- events ---------------------------------------------------------------------
 

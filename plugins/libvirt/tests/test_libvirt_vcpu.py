@@ -1,0 +1,145 @@
+"""VCPU statistics of real QEMU domains whose VCPUs do known things.
+
+The guests are OS-less: a one-sector boot disk SeaBIOS runs, that either spins forever
+(``jmp $``) or halts forever with interrupts on (``sti; hlt`` in a loop). Contention is made
+deterministic by pinning the guest's VCPU thread to one host CPU that host spinner processes,
+pinned with ``sched_setaffinity``, also use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import libvirt
+import pytest
+from test_libvirt_kvm import kvm, kvm_libvirtd  # noqa: F401 - KVM guests, on a daemon that probed KVM
+
+from powerdrivers import Driver, InstanceSpec
+
+READY = "PDVCPU"
+"""What the boot sector writes to the serial port before it spins or halts."""
+SPIN = b"\xeb\xfe"
+"""``jmp $``: the VCPU is always runnable."""
+HALT = b"\xfb\xf4\xeb\xfd"
+"""``sti; hlt; jmp back to hlt``: the VCPU is halted but for the timer's interrupts."""
+BOOT_TIMEOUT_S = 60.0
+"""Seconds SeaBIOS may take to reach the boot sector (slow under software KVM)."""
+_SAY_READY = b"\xba\xf8\x03" + b"".join(b"\xb0" + bytes([c]) + b"\xee" for c in READY.encode())
+"""``mov dx, 0x3f8``, then ``mov al, c; out dx, al`` for each character of READY."""
+
+
+@pytest.fixture(scope="module")
+def disks() -> Iterator[Path]:
+    """A directory QEMU can read, which it may not under pytest's private temporary directories."""
+    with tempfile.TemporaryDirectory(prefix="powerdrivers-vcpu-") as directory:
+        Path(directory).chmod(0o755)
+        yield Path(directory)
+
+
+def boot_disk(directory: Path, code: bytes) -> Path:
+    """Write a 1 MiB raw disk whose boot sector runs ``code``; return its path."""
+    path = directory / f"boot-{code.hex()}.img"
+    path.write_bytes((_SAY_READY + code).ljust(510, b"\0") + b"\x55\xaa" + bytes(1024 * 1024 - 512))
+    path.chmod(0o644)
+    return path
+
+
+def spawn_guest(driver: Driver, disk: Path) -> str:
+    """Spawn a one-VCPU OS-less guest booting ``disk``; return its name once it runs the boot sector."""
+    name = f"pdtest-{uuid.uuid4().hex[:8]}"
+    console = disk.parent / f"{name}.console"
+    driver.spawn(
+        InstanceSpec(name, vcpus=1, memory_mib=32, disk_image=disk, metadata={"console_log": str(console)})
+    )
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    while READY.encode() not in (console.read_bytes() if console.exists() else b""):
+        assert time.monotonic() < deadline, f"{name} did not run its boot sector in {BOOT_TIMEOUT_S} s"
+        time.sleep(0.05)
+    return name
+
+
+def contended_cpu() -> int:
+    """The host CPU the tests crowd: the last one this process may use."""
+    return max(os.sched_getaffinity(0))
+
+
+def pin(uri: str, name: str, cpu: int) -> None:
+    """Pin the domain's VCPU 0 to host ``cpu`` and its emulator threads to the others, if any."""
+    count = os.cpu_count() or 1
+    conn = libvirt.open(uri)
+    try:
+        domain = conn.lookupByName(name)
+        domain.pinVcpu(0, tuple(n == cpu for n in range(count)))
+        if count > 1:
+            domain.pinEmulator(tuple(n != cpu for n in range(count)), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def spinners(cpu: int, count: int) -> Iterator[None]:
+    """Run ``count`` host processes that spin on host ``cpu``."""
+    code = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True:\n    pass\n"
+    processes = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    try:
+        time.sleep(0.2)  # let them start spinning
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_vcpu_contended_for_its_cpu_is_waiting_not_blocked(qemu: Driver, disks: Path) -> None:
+    name = spawn_guest(qemu, boot_disk(disks, SPIN))
+    cpu = contended_cpu()
+    pin("qemu:///system", name, cpu)
+    with spinners(cpu, 2):
+        [stats] = qemu.vcpu_stats(name, window=3.0)
+    # Three runnable threads share the CPU: the VCPU runs about a third and waits the rest.
+    assert stats.waiting >= 0.25, stats
+    assert stats.running + stats.waiting == pytest.approx(1.0, abs=0.1), stats
+    assert stats.blocked <= 0.1, stats
+    # TCG has no KVM statistics: what it cannot measure is None, not 0.
+    assert (stats.halted, stats.halt_exits, stats.io_exits, stats.mmio_exits) == (None, None, None, None)
+
+
+def test_a_spinning_vcpu_is_never_blocked(qemu: Driver, disks: Path) -> None:
+    name = spawn_guest(qemu, boot_disk(disks, SPIN))
+    [stats] = qemu.vcpu_stats(name, window=1.0)
+    # However busy the host, the VCPU either runs or waits for a CPU.
+    assert stats.running >= 0.2, stats
+    assert stats.running + stats.waiting == pytest.approx(1.0, abs=0.1), stats
+
+
+@pytest.fixture
+def kvm_driver(request: pytest.FixtureRequest) -> Driver:
+    """The libvirt driver spawning KVM domains (``kvm`` of test_libvirt_kvm.py)."""
+    driver: Driver = request.getfixturevalue("kvm")
+    return driver
+
+
+def test_a_halted_kvm_vcpu_is_blocked_and_says_why(kvm_driver: Driver, disks: Path) -> None:
+    name = spawn_guest(kvm_driver, boot_disk(disks, HALT))
+    [stats] = kvm_driver.vcpu_stats(name, window=1.0)
+    assert stats.blocked >= 0.8, stats
+    assert stats.halted is not None and 0.8 <= stats.halted <= stats.blocked, stats
+    assert stats.halt_exits is not None and stats.halt_exits > 0, stats
+    # Measured, though a guest halting makes next to none.
+    assert stats.io_exits is not None and stats.mmio_exits is not None, stats
+
+
+def test_a_spinning_kvm_vcpu_is_not_halted(kvm_driver: Driver, disks: Path) -> None:
+    name = spawn_guest(kvm_driver, boot_disk(disks, SPIN))
+    [stats] = kvm_driver.vcpu_stats(name, window=1.0)
+    assert stats.running + stats.waiting == pytest.approx(1.0, abs=0.1), stats
+    assert stats.halted is not None and stats.halted <= 0.05, stats
+    assert stats.halt_exits == 0.0, stats
