@@ -240,28 +240,63 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def _read_all(self) -> Iterable[InstanceReading]:
-        """Read every instance; one bulk hypervisor call where the API has one."""
+        """Read every instance; one bulk hypervisor call where the API has one.
+
+        Called by :meth:`list_instances`, and every ``poll_interval_s``
+        seconds, on its own thread, by the polling event source of a driver
+        without ``native_events``. Raises only the hypervisor errors
+        (``HypervisorConnectionError``, ``AuthenticationError``,
+        ``OperationTimeout``, ``HypervisorError``).
+        """
 
     @abc.abstractmethod
     def _read_one(self, ref: str) -> InstanceReading:
-        """Read one instance by id or name; raise ``InstanceNotFound``."""
+        """Read one instance by id or name.
+
+        Called by :meth:`get_instance`, so before every operation, and
+        between the requests of a graceful shutdown. ``ref`` is a checked,
+        non-empty string. Raises ``InstanceNotFound`` when no instance has
+        that id or name, and the hypervisor errors.
+        """
 
     @abc.abstractmethod
     def _start(self, instance: InstanceReading) -> InstanceReading | None:
         """Power the instance on; return once the hypervisor reports it running.
 
-        May return the instance's new reading, saving the core a round trip.
+        Called by :meth:`start` from ``shutoff``, ``crashed`` or
+        ``suspended`` (restore the saved memory), and by a hard reboot of a
+        driver without ``hard_reboot``, after ``_power_off``. May return the
+        instance's new reading, saving :meth:`start` a round trip (the hard
+        reboot ignores it). Raises ``InvalidStateTransition`` when the
+        hypervisor refuses because the state changed meanwhile, and the
+        hypervisor errors.
         """
 
     @abc.abstractmethod
     def _power_off(self, instance: InstanceReading) -> InstanceReading | None:
         """Stop the instance at once; return once the hypervisor reports it off.
 
-        May return the instance's new reading, saving the core a round trip.
+        Called by :meth:`power_off`, by a graceful shutdown that forces (at
+        its timeout, or at once for a paused guest), and by a hard reboot of
+        a driver without ``hard_reboot``. May return the instance's new
+        reading, saving :meth:`power_off` a round trip (the forcing callers
+        ignore it). Raises ``InvalidStateTransition`` when the instance is
+        already off (a forcing shutdown then reads it again and reports how
+        it went off), and the hypervisor errors.
         """
 
     def _request_shutdown(self, instance: InstanceReading) -> None:
-        """Ask the guest to shut down (ACPI, agent...) and return without waiting."""
+        """Ask the guest to shut down (ACPI, agent...) and return without waiting.
+
+        Called by :meth:`shutdown` while the instance is ``running``: first,
+        then again every ``retry_interval`` seconds until the hypervisor
+        reports it off or the timeout comes, so it must accept a request
+        already pending. Returns nothing (the core waits for the "off" event
+        or reading). Raises the hypervisor errors: a lost connection or an
+        ``OperationTimeout`` is logged and the request sent again at the
+        next interval; any other error (``AuthenticationError`` included)
+        ends the shutdown.
+        """
         raise UnsupportedOperation(self.name, Operation.SHUTDOWN.value)
 
     def _request_reboot(self, instance: InstanceReading) -> None:
@@ -273,31 +308,77 @@ class Driver(abc.ABC):
         raise UnsupportedOperation(self.name, Operation.HARD_REBOOT.value)
 
     def _pause(self, instance: InstanceReading) -> InstanceReading | None:
-        """Pause the instance's VCPUs."""
+        """Pause the instance's VCPUs, keeping its memory; return once it is paused.
+
+        Called by :meth:`pause` from ``running``. May return the instance's
+        new reading, saving the core a round trip. Raises
+        ``InvalidStateTransition`` when the state changed meanwhile, and the
+        hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, Operation.PAUSE.value)
 
     def _unpause(self, instance: InstanceReading) -> InstanceReading | None:
-        """Unpause the instance's VCPUs."""
+        """Schedule a paused instance's VCPUs again; return once it runs.
+
+        Called by :meth:`unpause` from ``paused``. May return the instance's
+        new reading, saving the core a round trip. Raises
+        ``InvalidStateTransition`` when the state changed meanwhile, and the
+        hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, Operation.UNPAUSE.value)
 
     def _suspend(self, instance: InstanceReading) -> InstanceReading | None:
-        """Save the instance's memory and stop it."""
+        """Save the instance's memory outside the hypervisor and stop it.
+
+        Called by :meth:`suspend` from ``running``; return once the instance
+        reads ``suspended``. May return the instance's new reading, saving
+        the core a round trip. Raises ``InvalidStateTransition`` when the
+        state changed meanwhile, and the hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, Operation.SUSPEND.value)
 
     def _resume(self, instance: InstanceReading) -> InstanceReading | None:
-        """Restore a suspended instance."""
+        """Restore a suspended instance and run it; return once it runs.
+
+        Called by :meth:`resume` from ``suspended``. May return the
+        instance's new reading, saving the core a round trip. Raises
+        ``InvalidStateTransition`` when the state changed meanwhile, and the
+        hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, Operation.RESUME.value)
 
     def _spawn(self, spec: InstanceSpec) -> InstanceReading:
-        """Create and start an instance; return its reading."""
+        """Create an instance from ``spec`` and start it; return its reading.
+
+        Called by :meth:`spawn` with a checked :class:`InstanceSpec`. Must
+        return the new instance's reading (not optional: the core takes its
+        id and reads the instance again). Events about ``spec.name`` while
+        it runs are attributed to the spawn. Leave nothing behind when it
+        fails. Raises ``InvalidSpec`` for a spec this hypervisor cannot
+        honour (too many VCPUs, an unusable image...), and the hypervisor
+        errors.
+        """
         raise UnsupportedOperation(self.name, Operation.SPAWN.value)
 
     def _delete(self, instance: InstanceReading) -> None:
-        """Stop the instance if it runs and remove it with any saved state."""
+        """Stop the instance if it runs and remove it with any saved state.
+
+        Called by :meth:`delete`, in any power state; return once the
+        hypervisor no longer knows the instance. Returns nothing: there is
+        no reading of a removed instance. Raises ``InstanceNotFound`` when
+        it is already gone, and the hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, Operation.DELETE.value)
 
     def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
-        """Sample per-VCPU statistics over ``window_s`` seconds."""
+        """Sample how each VCPU spends ``window_s`` seconds; return one entry per VCPU.
+
+        Called by :meth:`vcpu_stats` with a ``running`` instance and a
+        checked, positive ``window_s``; it blocks for about that long.
+        Returns :class:`VcpuStats` whose fractions are of the window, never
+        a reading. Raises ``InstanceNotFound`` when the instance is gone,
+        and the hypervisor errors.
+        """
         raise UnsupportedOperation(self.name, "vcpu_stats")
 
     def _start_native_events(self) -> None:
@@ -308,7 +389,12 @@ class Driver(abc.ABC):
         """Stop delivering native events."""
 
     def _close(self) -> None:
-        """Release the hypervisor connection."""
+        """Release the hypervisor connection; the default does nothing.
+
+        Called once, by the first :meth:`close`, after the event source
+        stopped. Returns nothing; should raise nothing (release what it
+        can and log the rest), since :meth:`close` passes on what it raises.
+        """
 
     # -- helpers for drivers ----------------------------------------------
 
