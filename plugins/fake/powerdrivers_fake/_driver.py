@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from powerdrivers import (
     EventKind,
     InstanceReading,
     InstanceSpec,
+    InstanceVcpuCounters,
     InvalidSpec,
     InvalidURI,
     Operation,
@@ -26,6 +26,7 @@ from powerdrivers import (
     VcpuStats,
     check_operation,
     redact_uri,
+    stats_between,
 )
 from powerdrivers._arguments import check_flag, check_ref
 from powerdrivers_fake._engine import FakeEngine
@@ -34,6 +35,7 @@ from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
 from powerdrivers_fake._seed import new_record, seed_document
 from powerdrivers_fake._shared import SharedOperations
+from powerdrivers_fake._stats import read_counters
 from powerdrivers_fake._store import Document, MemoryStore, Store
 from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
@@ -292,17 +294,20 @@ class FakeDriver(FakeEngine):
             self._append_event(document, record, EventKind.DELETED, cause)
 
     def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
+        first = self._vcpu_counters(instance)
+        time.sleep(window_s)
+        return stats_between(first, self._vcpu_counters(instance), window_s)
+
+    def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
         self._call("vcpu_stats")
         with self._transaction() as document:
-            record = self._find(document, instance.id)
-        # Synthetic but stable within a window, so two readings in one window agree.
-        rng = random.Random(f"{record['id']}:{int(time.time() / window_s)}")
-        stats = []
-        for vcpu in range(record["vcpus"]):
-            running = rng.uniform(0.05, 0.6)
-            waiting = rng.uniform(0.0, 0.1)
-            stats.append(VcpuStats(vcpu, running, 1.0 - running - waiting, waiting, window_s))
-        return stats
+            [counters] = read_counters([self._find(document, instance.id)])
+        return counters
+
+    def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
+        self._call("vcpu_stats")
+        with self._transaction() as document:
+            return read_counters(r for r in document["instances"].values() if r["state"] == _S.RUNNING)
 
     # -- events -------------------------------------------------------------
 
