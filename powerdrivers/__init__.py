@@ -52,7 +52,8 @@ from powerdrivers._values import (
     parse_duration,
     parse_number,
 )
-from powerdrivers._vcpu import InstanceVcpuCounters, VcpuCounters, VcpuStats, stats_between
+from powerdrivers._sampler import VcpuSampler
+from powerdrivers._vcpu import InstanceVcpuCounters, InstanceVcpuStats, VcpuCounters, VcpuStats, stats_between
 from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
 
 __version__ = "0.1.0"
@@ -82,6 +83,7 @@ __all__ = [
     "InstanceReading",
     "InstanceSpec",
     "InstanceVcpuCounters",
+    "InstanceVcpuStats",
     "InvalidOption",
     "InvalidSpec",
     "InvalidStateTransition",
@@ -103,6 +105,7 @@ __all__ = [
     "Transition",
     "UnsupportedOperation",
     "VcpuCounters",
+    "VcpuSampler",
     "VcpuStats",
     "available_drivers",
     "check_operation",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar, Final, Self
@@ -31,7 +32,7 @@ from powerdrivers._spec import InstanceSpec
 from powerdrivers._states import PowerState
 from powerdrivers._tracked import Tracked
 from powerdrivers._tracking import OperationTracker
-from powerdrivers._vcpu import VcpuStats
+from powerdrivers._vcpu import InstanceVcpuCounters, VcpuStats, stats_between
 
 #: Where the core reports a driver breaking its contract; the conformance kit fails on these.
 _CONTRACT_LOG: Final = logging.getLogger("powerdrivers.contract")
@@ -51,7 +52,8 @@ class Driver(abc.ABC):
     ``_power_off``, plus one primitive per declared capability
     (``_request_shutdown``, ``_request_reboot``, ``_hard_reboot``,
     ``_pause``/``_unpause``, ``_suspend``/``_resume``, ``_spawn``,
-    ``_delete``, ``_vcpu_stats``, ``_start_native_events``/
+    ``_delete``, ``_vcpu_counters`` (or ``_vcpu_stats``) with
+    ``_all_vcpu_counters``, ``_start_native_events``/
     ``_stop_native_events``). What is generic is done here once: state
     checks, the graceful-shutdown loop that completes on the first "off"
     event, soft-reboot verification with a hard fallback, attributing events
@@ -193,6 +195,21 @@ class Driver(abc.ABC):
                 instance.name, "vcpu_stats", instance.power_state.value, allowed=[PowerState.RUNNING.value]
             )
         return list(self._vcpu_stats(instance, window))
+
+    def vcpu_counters(self) -> list[InstanceVcpuCounters]:
+        """Read the cumulative VCPU counters of every running instance, in one hypervisor round trip.
+
+        Returns one :class:`powerdrivers.InstanceVcpuCounters` per running
+        instance (none when none runs); :func:`powerdrivers.stats_between`
+        turns two readings of an instance into statistics, and
+        :class:`powerdrivers.VcpuSampler` does it for every instance.
+        Raises ``UnsupportedOperation`` when the driver lacks the
+        ``vcpu_stats`` capability or reads counters one instance at a time
+        only, and the hypervisor errors.
+        """
+        self._require_capability(Capability.VCPU_STATS, "vcpu_stats")
+        self._check_open()
+        return list(self._all_vcpu_counters())
 
     def subscribe(self, listener: Listener) -> Subscription:
         """Call ``listener`` for every lifecycle event until unsubscribed.
@@ -377,9 +394,38 @@ class Driver(abc.ABC):
         checked, positive ``window_s``; it blocks for about that long.
         Returns :class:`VcpuStats` whose fractions are of the window, never
         a reading. Raises ``InstanceNotFound`` when the instance is gone,
+        and the hypervisor errors. A driver that implements
+        :meth:`_vcpu_counters` need not implement it: by default it reads
+        those counters twice, ``window_s`` apart.
+        """
+        first = self._vcpu_counters(instance)
+        time.sleep(window_s)
+        return stats_between(first, self._vcpu_counters(instance), window_s)
+
+    def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
+        """Read the instance's cumulative VCPU counters now.
+
+        Called by the default :meth:`_vcpu_stats` (so by :meth:`vcpu_stats`)
+        with a ``running`` instance, at the start and the end of the
+        window. Returns a :class:`powerdrivers.InstanceVcpuCounters` whose
+        ``taken_at_s`` is the :func:`time.monotonic` of the reading, and
+        ``None`` in the counters the hypervisor does not keep, never a
+        made-up 0. Raises ``InstanceNotFound`` when the instance is gone,
         and the hypervisor errors.
         """
         raise UnsupportedOperation(self.name, "vcpu_stats")
+
+    def _all_vcpu_counters(self) -> Iterable[InstanceVcpuCounters]:
+        """Read the cumulative VCPU counters of every running instance, in one hypervisor round trip.
+
+        Called by :meth:`vcpu_counters` (so by each
+        :meth:`powerdrivers.VcpuSampler.sample`). Returns what
+        :meth:`_vcpu_counters` returns, for each instance running when
+        read; one that stops meanwhile may be left out. Raises the
+        hypervisor errors; a driver that cannot read them all at once
+        leaves it unimplemented (``UnsupportedOperation``).
+        """
+        raise UnsupportedOperation(self.name, "vcpu_counters")
 
     def _start_native_events(self) -> None:
         """Start delivering native events through ``_publish``."""

@@ -34,6 +34,8 @@ _PRIMITIVES = {
     Capability.VCPU_STATS: ("_vcpu_stats",),
     Capability.NATIVE_EVENTS: ("_start_native_events",),
 }
+#: Primitives the core builds from another when a driver implements only that one.
+_BUILT_FROM = {"_vcpu_stats": "_vcpu_counters"}
 
 
 class DriverInfo(NamedTuple):
@@ -186,7 +188,10 @@ def validate_driver_class(
     for capability in sorted(capabilities):
         for primitive in _PRIMITIVES.get(capability, ()):
             if getattr(plugin, primitive) is getattr(Driver, primitive):
-                raise fail(f"declares capability {capability.value} but does not implement {primitive}")
+                source = _BUILT_FROM.get(primitive)
+                if source is None or getattr(plugin, source) is getattr(Driver, source):
+                    named = primitive if source is None else f"{primitive} or {source}"
+                    raise fail(f"declares capability {capability.value} but does not implement {named}")
     if not isinstance(getattr(plugin, "native_states", None), NativeStateTable):
         raise fail(f"{plugin.__qualname__}.native_states must be a powerdrivers.NativeStateTable")
     if not isinstance(getattr(plugin, "name", None), str) or not plugin.name:

@@ -198,3 +198,21 @@ def _share(amount_ns: int, elapsed_ns: float, at_most: float) -> float:
 
 def _rate(count: int | None, elapsed_s: float) -> float | None:
     return None if count is None else count / elapsed_s
+
+
+class InstanceVcpuStats(NamedTuple):
+    """How each VCPU of one instance spent a window: what :class:`powerdrivers.VcpuSampler` returns."""
+
+    id: str
+    name: str
+    window_s: float
+    vcpus: tuple[VcpuStats, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: the instance, the window, and each VCPU's :meth:`VcpuStats.to_dict`."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "window_s": round(self.window_s, 6),
+            "vcpus": [stats.to_dict() for stats in self.vcpus],
+        }

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,10 +23,8 @@ from powerdrivers import (
     Operation,
     OperationResult,
     PowerDriversError,
-    VcpuStats,
     check_operation,
     redact_uri,
-    stats_between,
 )
 from powerdrivers._arguments import check_flag, check_ref
 from powerdrivers_fake._engine import FakeEngine
@@ -292,11 +290,6 @@ class FakeDriver(FakeEngine):
             self._dues_changed = True
             record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
             self._append_event(document, record, EventKind.DELETED, cause)
-
-    def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
-        first = self._vcpu_counters(instance)
-        time.sleep(window_s)
-        return stats_between(first, self._vcpu_counters(instance), window_s)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
         self._call("vcpu_stats")

@@ -6,8 +6,7 @@ import logging
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -26,8 +25,6 @@ from powerdrivers import (
     InvalidURI,
     Operation,
     PowerDriversError,
-    VcpuStats,
-    stats_between,
 )
 from powerdrivers_libvirt._connection import (
     Connection,
@@ -292,11 +289,6 @@ class LibvirtDriver(Driver):
 
     def _delete(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "delete", remove)
-
-    def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
-        first = self._vcpu_counters(instance)
-        time.sleep(window_s)
-        return stats_between(first, self._vcpu_counters(instance), window_s)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
         return self._call(
