@@ -14,7 +14,7 @@ BROKEN = textwrap.dedent(
 
     from typing import ClassVar
 
-    from powerdrivers import Capability, InstanceReading
+    from powerdrivers import Capability, InstanceNotFound, InstanceReading
     from powerdrivers_fake import FakeDriver
 
 
@@ -50,6 +50,34 @@ BROKEN = textwrap.dedent(
         def _start(self, instance: InstanceReading) -> InstanceReading:
             super()._start(instance)
             return instance
+
+
+    class StalePause(FakeDriver):
+        """Pauses the instance but returns the reading it was given: running."""
+
+        def _pause(self, instance: InstanceReading) -> InstanceReading:
+            super()._pause(instance)
+            return instance
+
+
+    class LeakyDelete(FakeDriver):
+        """Forgets a deleted instance in its own connection only: on the hypervisor it still runs."""
+
+        def __init__(self, uri=None, **options):
+            super().__init__(uri, **options)
+            self._forgotten = set()
+
+        def _delete(self, instance: InstanceReading) -> None:
+            self._forgotten.add(instance.id)
+
+        def _read_all(self):
+            return [reading for reading in super()._read_all() if reading.id not in self._forgotten]
+
+        def _read_one(self, ref):
+            reading = super()._read_one(ref)
+            if reading.id in self._forgotten:
+                raise InstanceNotFound(ref)
+            return reading
 
 
     class RawError(FakeDriver):
@@ -113,6 +141,12 @@ def test_the_kit_passes_libvirt_on_its_test_driver(pytester: pytest.Pytester) ->
              "not running after start*",
              "*ERROR*test_declared_operation_follows_the_table?start-shutoff?*"],
         ),
+        (
+            "StalePause",
+            ["*the driver broke its contract: fake driver: _pause returned a reading of * in state running, "
+             "not paused after pause*",
+             "*ERROR*test_declared_operation_follows_the_table?pause-running?*"],
+        ),
     ],
 )  # fmt: skip
 def test_a_broken_driver_fails_the_right_check_saying_why(
@@ -120,6 +154,29 @@ def test_a_broken_driver_fails_the_right_check_saying_why(
 ) -> None:
     result = run_kit(broken, f"broken_drivers:{driver}")
     result.stdout.fnmatch_lines(expected, consecutive=False)
+    assert result.ret == 1
+
+
+def test_the_kit_passes_the_fake_driver_sharing_a_state_file(pytester: pytest.Pytester) -> None:
+    # Connections to one state file share the instances, so a fresh connection sees what a delete left.
+    result = run_kit(pytester, "fake", "--powerdrivers-uri", f"fake://{pytester.path}/state.json")
+    assert result.ret == 0, result.stdout.str()
+    assert result.parseoutcomes()["passed"] >= 50
+
+
+def test_a_delete_that_leaves_the_instance_on_the_hypervisor_fails(broken: pytest.Pytester) -> None:
+    result = run_kit(
+        broken, "broken_drivers:LeakyDelete", "--powerdrivers-uri", f"fake://{broken.path}/state.json"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*delete(*) returned and the connection that ran it no longer finds the instance, "
+            "but a fresh connection does: it is still running (native 'running') on the hypervisor*",
+            "FAILED*test_declared_operation_follows_the_table?delete-running?*",
+        ],
+        consecutive=False,
+    )
+    assert result.parseoutcomes()["failed"] == 4  # delete from each of the four reachable states
     assert result.ret == 1
 
 

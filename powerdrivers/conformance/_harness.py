@@ -31,11 +31,15 @@ def guarded(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T
             pytrace=False,
         )
     except Exception as error:
-        pytest.fail(
-            f"{what} let an untyped {type(error).__module__}.{type(error).__qualname__} escape: {error}; "
-            "drivers must translate every native error into the powerdrivers hierarchy",
-            pytrace=False,
-        )
+        pytest.fail(untyped(what, error), pytrace=False)
+
+
+def untyped(what: str, error: Exception) -> str:
+    """Say that ``what`` let ``error``, outside the powerdrivers hierarchy, escape."""
+    return (
+        f"{what} let an untyped {type(error).__module__}.{type(error).__qualname__} escape: {error}; "
+        "drivers must translate every native error into the powerdrivers hierarchy"
+    )
 
 
 def reachable_states(capabilities: frozenset[Capability]) -> list[PowerState]:
@@ -48,29 +52,43 @@ def reachable_states(capabilities: frozenset[Capability]) -> list[PowerState]:
     return states
 
 
-def bring_to(driver: Driver, ref: str, target: PowerState, timeout_s: float) -> None:
-    """Put instance ``ref`` in ``target`` using declared operations, or fail saying which step failed."""
+def _direct(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    return call(*args, **kwargs)
+
+
+def steer(driver: Driver, ref: str, target: PowerState, call: Callable[..., Any] = _direct) -> PowerState:
+    """Move instance ``ref`` towards ``target`` with declared operations and return where it ends.
+
+    Each driver call goes through ``call(what, function, *args)``: :func:`guarded`
+    inside a check; by default the call itself, so a driver's error propagates.
+    """
     for _ in range(4):
-        state = guarded("get_instance", driver.get_instance, ref).power_state
+        state: PowerState = call("get_instance", driver.get_instance, ref).power_state
         if state is target:
-            return
+            return state
         if target is PowerState.SHUTOFF:
             if state is PowerState.SUSPENDED:
-                guarded("start", driver.start, ref)
+                call("start", driver.start, ref)
             else:
-                guarded("power_off", driver.power_off, ref)
+                call("power_off", driver.power_off, ref)
         elif state is PowerState.PAUSED:
-            guarded("unpause", driver.unpause, ref)
+            call("unpause", driver.unpause, ref)
         elif state is PowerState.SUSPENDED:
-            guarded("resume", driver.resume, ref)
+            call("resume", driver.resume, ref)
         elif state in (PowerState.SHUTOFF, PowerState.CRASHED):
-            guarded("start", driver.start, ref)
+            call("start", driver.start, ref)
         elif target is PowerState.PAUSED:
-            guarded("pause", driver.pause, ref)
+            call("pause", driver.pause, ref)
         elif target is PowerState.SUSPENDED:
-            guarded("suspend", driver.suspend, ref)
+            call("suspend", driver.suspend, ref)
         else:
-            guarded("power_off", driver.power_off, ref)
-    final = guarded("get_instance", driver.get_instance, ref).power_state
+            call("power_off", driver.power_off, ref)
+    final: PowerState = call("get_instance", driver.get_instance, ref).power_state
+    return final
+
+
+def bring_to(driver: Driver, ref: str, target: PowerState) -> None:
+    """Put instance ``ref`` in ``target`` using declared operations, or fail saying which step failed."""
+    final = steer(driver, ref, target, guarded)
     if final is not target:
         pytest.fail(f"could not bring {ref!r} to {target.value} (it is {final.value})", pytrace=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from powerdrivers._driver import Driver
-from powerdrivers._exceptions import InvalidSpec
+from powerdrivers._exceptions import DriverLoadError, InvalidSpec
 from powerdrivers._loader import load_driver_class, validate_driver_class
 from powerdrivers._spec import InstanceSpec
 
@@ -33,11 +33,17 @@ class KitSettings:
     event_timeout_s: float = 10.0
 
     def driver_class(self) -> type[Driver]:
-        """Load and validate the driver class without connecting."""
+        """Load and validate the driver class without connecting.
+
+        Raises :class:`~powerdrivers.DriverNotFound` for an installed name
+        that is not there, and :class:`~powerdrivers.DriverLoadError` for a
+        ``package.module:Class`` that cannot be imported or found, or for a
+        class that is not a usable driver.
+        """
         module_name, colon, attribute = self.driver.partition(":")
         if not colon:
             return load_driver_class(self.driver)
-        plugin = getattr(importlib.import_module(module_name), attribute)
+        plugin = _import_class(self.driver, module_name, attribute)
         validate_driver_class(self.driver, plugin)
         assert isinstance(plugin, type) and issubclass(plugin, Driver)
         return plugin
@@ -61,6 +67,26 @@ class KitSettings:
                     f"no spec field {key!r}; the fields are {', '.join(_SPEC_FIELDS)} and metadata.KEY"
                 )
         return InstanceSpec(name, metadata=metadata, **values)
+
+
+def _import_class(path: str, module_name: str, attribute: str) -> object:
+    """Return the object ``module_name:attribute`` names, or raise a ``DriverLoadError`` saying why not."""
+    if not module_name or not attribute:
+        raise DriverLoadError(path, None, "a driver class is named package.module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # whatever the module's own code raises while importing
+        raise DriverLoadError(
+            path, None, f"module {module_name!r} cannot be imported: {type(error).__name__}: {error}"
+        ) from None
+    target: object = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except Exception:  # AttributeError, or whatever a module's __getattr__ raises
+            missing = f"module {module_name!r} has no attribute {attribute!r}"
+            raise DriverLoadError(path, None, missing) from None
+    return target
 
 
 #: The fields of an InstanceSpec besides its name and metadata.

@@ -6,20 +6,23 @@ Registered through the ``pytest11`` entry point; it does nothing unless
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
 from powerdrivers._driver import Driver
-from powerdrivers._exceptions import InvalidSpec
+from powerdrivers._exceptions import ConfigurationError, InvalidSpec
 from powerdrivers._operations import Operation
+from powerdrivers._values import parse_duration
 from powerdrivers.conformance._harness import reachable_states
+from powerdrivers.conformance._session import KitSession, Restored
 from powerdrivers.conformance._settings import KitSettings
 
 _KIT = Path(__file__).with_name("kit_tests.py")
 _SETTINGS = pytest.StashKey[KitSettings]()
+_SESSION = pytest.StashKey[KitSession]()
+_RESTORED = pytest.StashKey[list[Restored]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,9 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--powerdrivers-spec", metavar="KEY=VALUE", action="append", default=[], help="spawn spec field"
     )
     group.addoption(
-        "--powerdrivers-timeout", type=float, default=30.0, help="bound on graceful operations (s)"
+        "--powerdrivers-timeout", metavar="SECONDS", default="30", help="bound on graceful operations"
     )
-    group.addoption("--powerdrivers-event-timeout", type=float, default=10.0, help="wait for an event (s)")
+    group.addoption(
+        "--powerdrivers-event-timeout", metavar="SECONDS", default="10", help="bound on the wait for an event"
+    )
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -57,6 +62,14 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
             raise pytest.UsageError(f"{flag} {item!r} is not KEY=VALUE")
         pairs[key] = value
     return pairs
+
+
+def _seconds(config: pytest.Config, flag: str) -> float:
+    value = config.getoption(flag.removeprefix("--").replace("-", "_"))
+    try:
+        return parse_duration(flag, value, positive=True)
+    except ConfigurationError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,8 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
         instances=tuple(config.getoption("powerdrivers_instance")),
         spawn=config.getoption("powerdrivers_spawn"),
         spec=_pairs(config.getoption("powerdrivers_spec"), "--powerdrivers-spec"),
-        timeout_s=config.getoption("powerdrivers_timeout"),
-        event_timeout_s=config.getoption("powerdrivers_event_timeout"),
+        timeout_s=_seconds(config, "--powerdrivers-timeout"),
+        event_timeout_s=_seconds(config, "--powerdrivers-event-timeout"),
     )
     if not settings.spawn and not settings.instances:
         raise pytest.UsageError(
@@ -88,6 +101,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args[:] = [str(_KIT)]
     else:
         config.args.append(str(_KIT))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Load and connect the driver and find the given instances once, before any test runs."""
+    if _SETTINGS in session.config.stash:
+        session.config.stash[_SESSION] = KitSession.open(session.config.stash[_SETTINGS])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Put the given instances back in the power states they had before the run, and disconnect."""
+    kit = session.config.stash.get(_SESSION, None)
+    if kit is None:
+        return
+    del session.config.stash[_SESSION]
+    restored = kit.restore()
+    closing = kit.close()
+    session.config.stash[_RESTORED] = [*restored, *([closing] if closing else [])]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say what became of each given instance; a failure to restore one is shown in red."""
+    restored = config.stash.get(_RESTORED, [])
+    if not restored:
+        return
+    terminalreporter.write_sep("-", "powerdrivers conformance kit: instances after the run")
+    for entry in restored:
+        terminalreporter.write_line(entry.message, red=not entry.ok, bold=not entry.ok)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -122,7 +163,6 @@ def kit_settings(request: pytest.FixtureRequest) -> KitSettings:
 
 
 @pytest.fixture(scope="session")
-def kit_driver(kit_settings: KitSettings) -> Iterator[Driver]:
-    """Yield the driver under test, connected once for the whole run."""
-    with kit_settings.connect() as driver:
-        yield driver
+def kit_driver(request: pytest.FixtureRequest) -> Driver:
+    """Return the driver under test, connected once for the whole run."""
+    return request.config.stash[_SESSION].driver
