@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO, TypeVar
 
+from powerdrivers._arguments import check_duration
 from powerdrivers._driver import Driver
 from powerdrivers._events import Event
 from powerdrivers._exceptions import (
@@ -38,9 +39,11 @@ from powerdrivers._outcomes import OperationResult
 from powerdrivers._output import print_json, print_json_line, print_table
 from powerdrivers._progress import Progress
 from powerdrivers._reading import InstanceReading
+from powerdrivers._sampler import VcpuSampler
 from powerdrivers._secrets import SECRET_NAMES, Secret
 from powerdrivers._states import PowerState, Transition
 from powerdrivers._values import parse_count, parse_duration
+from powerdrivers._vcpu import InstanceVcpuStats, VcpuStats
 
 _T = TypeVar("_T")
 
@@ -184,8 +187,11 @@ def _build_parser() -> argparse.ArgumentParser:
         ("resume", "resume", "resuming", "restore a suspended instance"),
     ):
         command(name, _simple(method, label), help_text).add_argument("id", metavar="ID")
-    stats = command("stats", _cmd_stats, "per-VCPU running/blocked/waiting fractions over a window")
-    stats.add_argument("id", metavar="ID")
+    stats = command(
+        "stats", _cmd_stats, "per-VCPU running/blocked/waiting fractions (and why blocked) over a window"
+    )
+    stats.add_argument("id", metavar="ID", nargs="?")
+    stats.add_argument("--all", action="store_true", help="every running instance, from one bulk sample")
     stats.add_argument("--window", type=_seconds, default=1.0, metavar="S", help="sampling window; default 1")
     events = command("events", _cmd_events, "stream lifecycle events")
     events.add_argument("--count", type=_count, default=None, metavar="N", help="stop after N events")
@@ -436,23 +442,48 @@ def _report(result: OperationResult, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The stats columns: the fractions, then why blocked and the exit rates ("-" where not measured).
+_STATS_HEADERS = ("VCPU", "RUNNING", "BLOCKED", "WAITING", "HALTED", "HALT/S", "IO/S", "MMIO/S")
+
+
 def _cmd_stats(options: argparse.Namespace) -> int:
+    if options.all == (options.id is not None):
+        raise UsageError("stats takes an instance ID or --all, not both or neither")
+    if options.all:
+        return _cmd_stats_all(options)
     with _connect(options) as driver:
         reading = driver.get_instance(options.id)
         with Progress(f"sampling {reading.name}", sys.stderr):
             stats = driver.vcpu_stats(reading.id, window=options.window)
+    sampled = InstanceVcpuStats(reading.id, reading.name, options.window, tuple(stats))
+    _emit(options, sampled.to_dict(), _STATS_HEADERS, [_vcpu_row(s) for s in stats])
+    return EXIT_OK
+
+
+def _cmd_stats_all(options: argparse.Namespace) -> int:
+    window = check_duration("window", options.window, positive=True)
+    with _connect(options) as driver:
+        sampler = VcpuSampler(driver)
+        with Progress("sampling every running instance", sys.stderr):
+            sampler.sample()
+            time.sleep(window)
+            sampled = sampler.sample()
     _emit(
         options,
-        {
-            "id": reading.id,
-            "name": reading.name,
-            "window_s": options.window,
-            "vcpus": [s.to_dict() for s in stats],
-        },
-        ("VCPU", "RUNNING", "BLOCKED", "WAITING"),
-        [(s.vcpu, f"{s.running:.1%}", f"{s.blocked:.1%}", f"{s.waiting:.1%}") for s in stats],
+        {"window_s": options.window, "instances": [instance.to_dict() for instance in sampled]},
+        ("ID", "NAME", *_STATS_HEADERS),
+        [(instance.id, instance.name, *_vcpu_row(s)) for instance in sampled for s in instance.vcpus],
     )
     return EXIT_OK
+
+
+def _vcpu_row(stats: VcpuStats) -> tuple[object, ...]:
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    halted = "-" if stats.halted is None else f"{stats.halted:.1%}"
+    fractions = (f"{stats.running:.1%}", f"{stats.blocked:.1%}", f"{stats.waiting:.1%}", halted)
+    return (stats.vcpu, *fractions, rate(stats.halt_exits), rate(stats.io_exits), rate(stats.mmio_exits))
 
 
 def _cmd_events(options: argparse.Namespace) -> int:

@@ -98,7 +98,9 @@ class TestReading:
 
     def test_stats_table(self, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, _ = run(capsys, "stats", "web-1")
-        assert code == 0 and out.splitlines()[0].split() == ["VCPU", "RUNNING", "BLOCKED", "WAITING"]
+        assert code == 0 and out.splitlines()[0].split() == [
+            "VCPU", "RUNNING", "BLOCKED", "WAITING", "HALTED", "HALT/S", "IO/S", "MMIO/S"
+        ]  # fmt: skip
 
     def test_drivers_json_shape(self, capsys: pytest.CaptureFixture[str]) -> None:
         rows = run_json(capsys, "drivers")
