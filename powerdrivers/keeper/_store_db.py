@@ -80,7 +80,12 @@ def create_store_engine(location: StoreLocation) -> Engine:
         options["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
     try:
         engine = create_engine(url, **options)
-    except (exc.SQLAlchemyError, ImportError, ValueError, TypeError) as problem:
+    except ImportError as problem:
+        reason = location.clean(str(problem))
+        raise StoreError(
+            f"keeper store {location.redacted}: its database driver is not installed: {reason}"
+        ) from None
+    except (exc.SQLAlchemyError, ValueError, TypeError) as problem:
         raise location.error("open the database", problem) from None
     if sqlite:
         _configure_sqlite(engine)
