@@ -4,36 +4,32 @@ libvirt-python's ``getAllDomainStats`` returns each domain as a Python
 ``virDomain`` (an ``__init__`` and a ``__del__`` in Python per domain), and
 naming a domain takes a Python-to-C call for its UUID, which releases and
 retakes the GIL, and one for its name. Over thousands of domains those costs
-add a third to the bulk call. So a listing takes the first of three paths
-that this installation has; all three give the same readings:
+add a third to the bulk call. So a listing takes one of two paths, which give
+the same readings:
 
 ``bulk``
     This package's C module, ``_bulk`` (built from ``_bulk.c`` where a C
     compiler and libvirt's headers are at hand, as libvirt-python's own build
     needs): the bulk call and every domain's UUID, name, state and reason in
     one call from C, on libvirt-python's own connection handle.
-``libvirtmod``
-    libvirt-python's own extension module, called directly: the bulk call,
-    then per domain handle its raw UUID (formatted once and remembered), its
-    name, and the ``virDomainFree`` that ``virDomain.__del__`` would make.
 ``public``
-    libvirt-python's classes, where neither of the others is available.
+    libvirt-python's classes, where the C module was not built.
 
 Whether a shut-off domain has a managed-save image is not in the bulk call's
 answer; a second call lists the domains that have one, only when some domain
-could (see ``DomainLister._managed_saves``).
+could, and beside the bulk call once listings are large (see
+:meth:`DomainLister.read_all`).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-import weakref
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from itertools import count, repeat
 from operator import add, itemgetter
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import libvirt
 
@@ -43,28 +39,23 @@ from powerdrivers_libvirt._states import MAYBE_SAVED_REASONS
 _STATE_STATS = libvirt.VIR_DOMAIN_STATS_STATE
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 _MANAGED_SAVE_FILTER = libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE
-#: Remembered UUID texts beyond this (or twice the last listing) start afresh.
-_REMEMBERED_UUIDS = 4096
 #: From this many domains in the previous listing, the managed-save query may overlap the bulk call.
 _OVERLAP_FROM = 256
 
 #: Builds the reading of a (state, reason, has a managed-save image) at a time; id and name empty.
 ReadingOf = Callable[[int, int, bool, datetime], InstanceReading]
-_Query = Callable[[], set[str]]
-_first = itemgetter(0)
-_second = itemgetter(1)
-_state_and_reason = itemgetter("state.state", "state.reason")
-_row_state_and_reason = itemgetter(2, 3)
+#: One domain as a listing sees it: (uuid, name, state, reason), -1 for a number libvirt left out.
+Row = tuple[str, str, int, int]
 
-
-def _lenient_state_and_reason(stats: dict[str, Any]) -> tuple[int, int]:
-    return stats.get("state.state", -1), stats.get("state.reason", -1)
+_uuid = itemgetter(0)
+_uuid_and_name = itemgetter(0, 1)
+_state_and_reason = itemgetter(2, 3)
 
 
 class BulkModule(Protocol):
     """The C module of this package, ``powerdrivers_libvirt._bulk``."""
 
-    def domain_states(self, conn_handle: Any, /) -> list[tuple[str, str, int, int]] | None:
+    def domain_states(self, conn_handle: Any, /) -> list[Row] | None:
         """Every domain's (uuid, name, state, reason); None when libvirt fails."""
 
 
@@ -77,196 +68,98 @@ def bulk_module() -> BulkModule | None:
     return _bulk
 
 
-class CFunctions(NamedTuple):
-    """The ``libvirtmod`` functions a listing calls instead of the public API."""
-
-    get_all_domain_stats: Callable[[Any, int, int], Any]
-    list_all_domains: Callable[[Any, int], Any]
-    domain_uuid: Callable[[Any], bytes | None]
-    domain_name: Callable[[Any], str | None]
-    domain_free: Callable[[Any], Any]
-
-
-def c_functions() -> CFunctions | None:
-    """Return the ``libvirtmod`` functions, or None where this libvirt-python lacks any."""
-    try:
-        import libvirtmod
-    except ImportError:
-        return None
-    try:
-        return CFunctions(
-            libvirtmod.virConnectGetAllDomainStats,
-            libvirtmod.virConnectListAllDomains,
-            libvirtmod.virDomainGetUUID,
-            libvirtmod.virDomainGetName,
-            libvirtmod.virDomainFree,
-        )
-    except AttributeError:
-        return None
-
-
 class DomainLister:
     """Reads every domain of a connection as canonical readings, in one bulk call.
 
-    ``bulk`` is this package's C module and ``c`` libvirt-python's ``libvirtmod``
-    functions; a listing takes the first of them that is not None, else the
-    public API (see :attr:`path`), and all give the same readings. One lister
-    serves one driver, from any number of threads.
+    With ``bulk``, this package's C module, listings go through it; without it
+    (or on a connection without libvirt-python's handle) through the public
+    API (see :attr:`path`). Both give the same readings. One lister serves one
+    driver, from any number of threads.
     """
 
-    def __init__(self, reading_of: ReadingOf, c: CFunctions | None, bulk: BulkModule | None = None) -> None:
+    def __init__(self, reading_of: ReadingOf, bulk: BulkModule | None) -> None:
         self._reading_of = reading_of
-        self._c = c
         self._bulk = bulk
-        self._uuid_texts = _UuidTexts()
+        #: Every reading's fields after id and name but ``observed_at``, by (state, reason, saved).
+        self._meanings: dict[tuple[tuple[int, int], bool], tuple[Any, ...]] = {}
+        self._overlap = _Overlap()
         self._previous_count = 0
         self._previous_asked = False
-        self._overlap = _OverlapThread()
-        # A lister dropped without close() still lets its thread end.
-        weakref.finalize(self, self._overlap.close)
-        self._meanings: dict[tuple[tuple[int, int], bool], tuple[Any, ...]] = {}
 
     @property
     def path(self) -> str:
-        """How listings reach libvirt: ``"bulk"``, ``"libvirtmod"`` or ``"public"``."""
-        if self._bulk is not None:
-            return "bulk"
-        return "libvirtmod" if self._c is not None else "public"
+        """How listings reach libvirt: ``"bulk"`` or ``"public"``."""
+        return "bulk" if self._bulk is not None else "public"
 
     def read_all(self, conn: libvirt.virConnect) -> list[InstanceReading]:
-        """Every domain's reading; libvirt errors propagate as ``libvirtError``."""
-        c = self._c
-        handle_of_conn = getattr(conn, "_o", None)
-        if handle_of_conn is None or (c is None and self._bulk is None):
-            return self._read_public(conn)
-        # The closures hold conn itself, so that its handle outlives any query on it.
-        job, managed = self._managed_saves(
-            (lambda: _managed_through_c(c, conn._o)) if c else (lambda: _managed_through_api(conn))
-        )
-        try:
-            if self._bulk is not None:
-                rows = self._bulk.domain_states(handle_of_conn)
-                if rows is None:
-                    raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
-                return self._assemble(
-                    list(map(_first, rows)),
-                    list(map(_second, rows)),
-                    map(_row_state_and_reason, rows),
-                    lambda index: _row_state_and_reason(rows[index]),
-                    managed,
-                )
-            assert c is not None
-            records = c.get_all_domain_stats(handle_of_conn, _STATE_STATS, 0)
-            if records is None:
-                raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
-            try:
-                return self._from_records(records, c.domain_uuid, c.domain_name, managed)
-            finally:
-                free = c.domain_free
-                for handle, _ in records:
-                    free(handle)
-        finally:
-            # No query outlives its listing, even one whose answer went unused.
-            if job is not None:
-                job.wait()
+        """Every domain's reading; libvirt errors propagate as ``libvirtError``.
 
-    def _read_public(self, conn: libvirt.virConnect) -> list[InstanceReading]:
-        job, managed = self._managed_saves(lambda: _managed_through_api(conn))
-        try:
-            records = conn.getAllDomainStats(_STATE_STATS)
-            return self._from_records(records, libvirt.virDomain.UUIDString, libvirt.virDomain.name, managed)
-        finally:
-            if job is not None:
-                job.wait()
-
-    def _managed_saves(self, query: _Query) -> tuple[_Job | None, _Query]:
-        """How this listing learns which domains have a managed-save image, if it must.
-
-        The query visits every domain, at about a sixth of the bulk call's cost. A
-        listing asks it only on meeting a domain that could have an image; where the
-        previous listing was large and did, the query starts now, on a thread of its
-        own (see ``_OverlapThread``), so that it overlaps the bulk call. Returns the
-        job started, if any, and how to get the answer.
+        When some domain is off for a reason that allows a managed-save image,
+        one ``listAllDomains`` call names the domains that have one. That query
+        visits every domain, at a tenth to a sixth of the bulk call's cost: where
+        the previous listing was large and needed it, it starts at once on a
+        thread of its own, so that it overlaps the bulk call.
         """
+        overlapped = None
         if self._previous_asked and self._previous_count >= _OVERLAP_FROM:
-            job = self._overlap.submit(query)
-            if job is not None:
-                return job, job.result
-        return None, query
+            overlapped = self._overlap.submit(lambda: _managed_saves(conn))
+        try:
+            return self._readings(
+                self._rows(conn), overlapped.result if overlapped else lambda: _managed_saves(conn)
+            )
+        finally:
+            # No query outlives its listing, even one whose answer went unused: the
+            # caller may close the connection next.
+            if overlapped is not None:
+                wait([overlapped])
 
     def close(self) -> None:
-        """End the thread that overlaps queries, if one was started."""
+        """End the thread that overlaps queries, if one was started; later queries run in line."""
         self._overlap.close()
 
-    def _from_records(
-        self,
-        records: list[tuple[Any, dict[str, Any]]],
-        raw_uuid: Callable[[Any], Any],
-        name_of: Callable[[Any], Any],
-        managed_saves: _Query,
-    ) -> list[InstanceReading]:
-        texts = self._uuid_texts
-        if len(texts) > max(_REMEMBERED_UUIDS, 2 * len(records)):
-            texts.clear()
-        handles = list(map(_first, records))
-        names = list(map(name_of, handles))
-        if None in names:
-            raise libvirt.libvirtError("virDomainGetName() failed")
-        return self._assemble(
-            list(map(texts.__getitem__, map(raw_uuid, handles))),
-            names,
-            map(_state_and_reason, map(_second, records)),
-            lambda index: _lenient_state_and_reason(records[index][1]),
-            managed_saves,
-        )
+    def _rows(self, conn: libvirt.virConnect) -> Sequence[Row]:
+        handle = getattr(conn, "_o", None)
+        if self._bulk is None or handle is None:
+            return _public_rows(conn)
+        rows = self._bulk.domain_states(handle)
+        if rows is None:
+            raise libvirt.libvirtError("virConnectGetAllDomainStats() failed")
+        return rows
 
-    def _assemble(
-        self,
-        ids: list[str],
-        names: list[str],
-        keys: Iterator[tuple[int, int]],
-        key_at: Callable[[int], tuple[int, int]],
-        managed_saves: _Query,
-    ) -> list[InstanceReading]:
+    def _readings(self, rows: Sequence[Row], managed_saves: Callable[[], set[str]]) -> list[InstanceReading]:
         # Per domain, only C code runs (map, itemgetter, dict lookups), and nothing per
         # domain outlives the listing but its reading. Readings differ per domain only in
         # id and name: the rest (the "tail") is built once per distinct (state, reason)
         # and shared.
         observed_at = datetime.now(UTC)
         tails = _TailsByKey(lambda key: self._tail(key, False, observed_at))
-        try:
-            shared_tails = list(map(tails.__getitem__, keys))
-        except KeyError:
-            # A record without its state or reason (a server that misbehaves): -1 for
-            # what is missing, which reads UNKNOWN with the numbers kept, as on the C path.
-            shared_tails = list(map(tails.__getitem__, map(key_at, range(len(ids)))))
+        shared_tails = list(map(tails.__getitem__, map(_state_and_reason, rows)))
         maybe_saved = {key for key in tails if key[0] == _SHUTOFF and key[1] in MAYBE_SAVED_REASONS}
         self._previous_asked = bool(maybe_saved)
-        self._previous_count = len(ids)
+        self._previous_count = len(rows)
         if maybe_saved:
-            managed = managed_saves()
-            if managed:
-                self._mark_managed_saves(managed, ids, key_at, maybe_saved, shared_tails, observed_at)
+            saved = managed_saves()
+            if saved:
+                self._mark_saved(saved, rows, maybe_saved, shared_tails, observed_at)
         return list(
-            map(tuple.__new__, repeat(InstanceReading), map(add, zip(ids, names, strict=True), shared_tails))
+            map(tuple.__new__, repeat(InstanceReading), map(add, map(_uuid_and_name, rows), shared_tails))
         )
 
-    def _mark_managed_saves(
+    def _mark_saved(
         self,
-        managed: set[str],
-        ids: list[str],
-        key_at: Callable[[int], tuple[int, int]],
+        saved: set[str],
+        rows: Sequence[Row],
         maybe_saved: set[tuple[int, int]],
         tails: list[tuple[Any, ...]],
         observed_at: datetime,
     ) -> None:
-        """Give each domain that has a managed-save image the tail that says so."""
-        position = dict(zip(ids, count()))
-        for domain_id in managed:
+        """Give each domain that has a managed-save image, off for a reason that allows one, its tail."""
+        position = dict(zip(map(_uuid, rows), count()))
+        for domain_id in saved:
             index = position.get(domain_id)
-            if index is None:
+            if index is None:  # defined after the bulk call
                 continue
-            key = key_at(index)
+            key = _state_and_reason(rows[index])
             if key in maybe_saved:
                 tails[index] = self._tail(key, True, observed_at)
 
@@ -279,31 +172,23 @@ class DomainLister:
         return (*meaning, observed_at)
 
 
-def _managed_through_api(conn: libvirt.virConnect) -> set[str]:
+def _public_rows(conn: libvirt.virConnect) -> list[Row]:
+    """Make the bulk call through libvirt-python's classes; return rows, no ``virDomain`` kept."""
+    return [
+        (domain.UUIDString(), domain.name(), *_lenient_state_and_reason(stats))
+        for domain, stats in conn.getAllDomainStats(_STATE_STATS)
+    ]
+
+
+def _lenient_state_and_reason(stats: dict[str, Any]) -> tuple[int, int]:
+    # A record without its state or reason (a server that misbehaves): -1 for what is
+    # missing, which reads UNKNOWN with the numbers kept, as the C module does.
+    return stats.get("state.state", -1), stats.get("state.reason", -1)
+
+
+def _managed_saves(conn: libvirt.virConnect) -> set[str]:
+    """Return the UUIDs of the domains that have a managed-save image."""
     return {domain.UUIDString() for domain in conn.listAllDomains(_MANAGED_SAVE_FILTER)}
-
-
-def _managed_through_c(c: CFunctions, handle_of_conn: Any) -> set[str]:
-    handles = c.list_all_domains(handle_of_conn, _MANAGED_SAVE_FILTER)
-    if handles is None:
-        raise libvirt.libvirtError("virConnectListAllDomains() failed")
-    try:
-        return {_UuidTexts()[c.domain_uuid(handle)] for handle in handles}
-    finally:
-        for handle in handles:
-            c.domain_free(handle)
-
-
-class _UuidTexts(dict[Hashable, str]):
-    """Each domain's UUID, raw (16 bytes) or text, and its text, made on the first lookup."""
-
-    def __missing__(self, raw: Hashable) -> str:
-        if isinstance(raw, bytes):
-            text = self[raw] = _uuid_text(raw)
-            return text
-        if isinstance(raw, str):
-            return raw
-        raise libvirt.libvirtError("virDomainGetUUID() failed")
 
 
 class _TailsByKey(dict[tuple[int, int], tuple[Any, ...]]):
@@ -318,90 +203,39 @@ class _TailsByKey(dict[tuple[int, int], tuple[Any, ...]]):
         return tail
 
 
-class _Job:
-    """One query handed to the overlap thread; ``result()`` waits for it, then returns or raises."""
+class _Overlap:
+    """Runs one managed-save query at a time beside a listing, on a thread started on first use.
 
-    __slots__ = ("_answer", "_done", "_error", "_query")
-
-    def __init__(self, query: _Query) -> None:
-        self._query = query
-        self._answer: set[str] = set()
-        self._error: BaseException | None = None
-        self._done = threading.Lock()
-        self._done.acquire()
-
-    def run(self) -> None:
-        """Run the query, keeping its answer or its exception."""
-        try:
-            self._answer = self._query()
-        except BaseException as error:  # raised again in the waiting thread
-            self._error = error
-        finally:
-            self._done.release()
-
-    def wait(self) -> None:
-        """Wait until the query has finished, however it ended."""
-        with self._done:
-            pass
-
-    def result(self) -> set[str]:
-        """Wait for the query; return its answer, or raise its exception."""
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._answer
-
-
-class _OverlapThread:
-    """A thread, started on first use, that runs one query at a time beside the caller.
-
-    While it runs one, ``submit`` declines another (the caller runs its query in
-    line); after ``close`` it declines all, and the thread ends once its query is done.
+    :meth:`submit` declines (the caller asks in line) while a query runs, after
+    :meth:`close`, and where no thread can be started. A lister dropped without
+    ``close`` lets its thread end too: the executor's thread ends with it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._busy = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._running: Future[set[str]] | None = None
         self._closed = False
 
-    def submit(self, query: _Query) -> _Job | None:
-        """Start ``query`` on the thread; None if it is busy, closed, or cannot start."""
+    def submit(self, query: Callable[[], set[str]]) -> Future[set[str]] | None:
+        """Start ``query`` beside the caller and return its future; None if declined."""
         with self._lock:
-            if self._busy or self._closed:
+            if self._closed or (self._running is not None and not self._running.done()):
                 return None
-            if self._thread is None:
-                thread = threading.Thread(
-                    target=self._serve, name="powerdrivers-libvirt-listing", daemon=True
-                )
-                try:
-                    thread.start()
-                except RuntimeError:  # no thread to be had: out of resources, or the interpreter is exiting
-                    return None
-                self._thread = thread
-            self._busy = True
-            job = _Job(query)
-            self._jobs.put(job)
-            return job
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="powerdrivers-libvirt-listing")
+            try:
+                self._running = self._executor.submit(query)
+            except RuntimeError:  # no thread to be had: out of resources, or the interpreter is exiting
+                # The query is queued already: cancel it, and start afresh next time.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                return None
+            return self._running
 
     def close(self) -> None:
-        """Decline every later query; the thread ends once its current one is done."""
+        """Decline every later query; the thread ends once its current query is done."""
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
-            if self._thread is not None:
-                self._jobs.put(None)
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job.run()
-            with self._lock:
-                self._busy = False
-
-
-def _uuid_text(raw: bytes) -> str:
-    """Return the canonical text of a raw 16-byte UUID."""
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)

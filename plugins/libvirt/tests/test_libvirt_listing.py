@@ -1,19 +1,20 @@
-"""The bulk listing: libvirtmod's C functions and the public API agree, and no domain handle leaks."""
+"""The bulk listing: the C module and the public API agree, and no domain handle leaks."""
 
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 from libvirt_support.nodes import RUNSTATES, node_xml, require_real
 from powerdrivers_libvirt import LibvirtDriver
-from powerdrivers_libvirt._listing import CFunctions, DomainLister, _uuid_text, bulk_module, c_functions
+from powerdrivers_libvirt._listing import DomainLister, bulk_module
 
 import powerdrivers
 from powerdrivers import HypervisorError, InstanceReading, PowerState
@@ -51,6 +52,10 @@ def _without_time(readings: list[InstanceReading]) -> dict[str, tuple[object, ..
     return {reading.id: tuple(reading)[:-1] for reading in readings}
 
 
+def _listing_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("powerdrivers-libvirt-listing")}
+
+
 def test_loading_the_driver_leaves_the_listing_machinery_for_the_first_listing(node_uri: str) -> None:
     with powerdrivers.load_driver("libvirt", node_uri) as loaded:
         assert isinstance(loaded, LibvirtDriver)
@@ -61,19 +66,15 @@ def test_the_bulk_c_module_is_built_and_used(driver: LibvirtDriver) -> None:
     # The extension builds wherever libvirt-python does (same compiler and headers);
     # under CI its absence is a failure, not a quiet fallback.
     require_real("powerdrivers_libvirt._bulk", bulk_module() is not None, "the C extension was not built")
-    assert c_functions() is not None
     driver.list_instances()
     assert driver._lister is not None and driver._lister.path == "bulk"
 
 
 def _listers(driver: LibvirtDriver) -> dict[str, DomainLister]:
-    listers = {
-        "libvirtmod": DomainLister(driver._reading_of, c_functions()),
-        "public": DomainLister(driver._reading_of, None),
-    }
+    listers = {"public": DomainLister(driver._reading_of, None)}
     bulk = bulk_module()
     if bulk is not None:
-        listers["bulk"] = DomainLister(driver._reading_of, c_functions(), bulk)
+        listers["bulk"] = DomainLister(driver._reading_of, bulk)
     for path, lister in listers.items():
         assert lister.path == path
     return listers
@@ -117,7 +118,7 @@ def test_listings_free_every_domain_handle(driver: LibvirtDriver, node_uri: str)
         conn = libvirt.open(node_uri)
         for _ in range(3):  # the later ones with the managed-save query beside the bulk call
             assert len(lister.read_all(conn)) == COUNT
-        assert lister._overlap._thread is not None
+        assert lister._overlap._running is not None
         lister.close()
         # virConnectClose answers how many references remain: each leaked domain handle holds one.
         assert conn.close() == 0, path
@@ -141,23 +142,27 @@ def test_a_failing_bulk_call_is_a_typed_error(driver: LibvirtDriver) -> None:
         def domain_states(self, _handle: object, /) -> None:
             return None
 
-    driver._lister = DomainLister(driver._reading_of, c_functions(), Failing())
+    driver._lister = DomainLister(driver._reading_of, Failing())
     with pytest.raises(HypervisorError):
         driver.list_instances()
 
 
-@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "libvirtmod"])
-def test_a_failing_managed_save_query_is_a_typed_error(driver: LibvirtDriver, with_bulk: bool) -> None:
-    c = c_functions()
-    assert c is not None
-    failing = c._replace(list_all_domains=lambda _conn, _flags: None)
-    driver._lister = DomainLister(driver._reading_of, failing, bulk_module() if with_bulk else None)
+def _failing_query(_flags: int) -> list[libvirt.virDomain]:
+    raise libvirt.libvirtError("virConnectListAllDomains() failed")
+
+
+@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "public"])
+def test_a_failing_managed_save_query_is_a_typed_error(
+    driver: LibvirtDriver, with_bulk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conn_of(driver), "listAllDomains", _failing_query)
+    driver._lister = DomainLister(driver._reading_of, bulk_module() if with_bulk else None)
     for _ in range(2):  # in line, then on the overlap thread
         with pytest.raises(HypervisorError):
             driver.list_instances()
         driver._lister._previous_asked = True
         driver._lister._previous_count = COUNT
-    assert driver._lister._overlap._thread is not None
+    assert driver._lister._overlap._running is not None
 
 
 def test_the_bulk_module_refuses_what_is_not_a_connection_handle(driver: LibvirtDriver) -> None:
@@ -171,88 +176,62 @@ def test_the_bulk_module_refuses_what_is_not_a_connection_handle(driver: Libvirt
 
 
 def test_closing_the_driver_ends_the_overlap_thread(node_uri: str) -> None:
+    before = _listing_threads()
     with powerdrivers.load_driver("libvirt", node_uri) as loaded:
         assert isinstance(loaded, LibvirtDriver)
         for _ in range(2):
             loaded.list_instances()
-        assert any(t.name == "powerdrivers-libvirt-listing" for t in threading.enumerate())
-        assert loaded._lister is not None
-        overlap = loaded._lister._overlap._thread
-    assert overlap is not None
+        started = _listing_threads() - before
+        assert len(started) == 1
+    overlap = started.pop()
     overlap.join(timeout=5)
     assert not overlap.is_alive()
 
 
-def test_without_the_c_functions_the_public_api_lists(monkeypatch: pytest.MonkeyPatch, node_uri: str) -> None:
-    import libvirtmod
+def test_without_the_c_module_the_public_api_lists(monkeypatch: pytest.MonkeyPatch, node_uri: str) -> None:
+    import powerdrivers_libvirt
 
-    monkeypatch.delattr(libvirtmod, "virDomainGetUUID")
-    assert c_functions() is None
-    lister = DomainLister(
-        lambda *args: InstanceReading("", "", PowerState.RUNNING, None, "x", None, args[3]), None
-    )
-    conn = libvirt.open(node_uri)
-    assert len(lister.read_all(conn)) == COUNT
-    assert conn.close() == 0
-
-
-def test_uuid_text_is_the_canonical_form() -> None:
-    for _ in range(100):
-        value = uuid.uuid4()
-        assert _uuid_text(value.bytes) == str(value)
+    monkeypatch.delattr(powerdrivers_libvirt, "_bulk", raising=False)
+    monkeypatch.setitem(sys.modules, "powerdrivers_libvirt._bulk", None)  # as where it was not built
+    assert bulk_module() is None
+    with powerdrivers.load_driver("libvirt", node_uri) as loaded:
+        assert isinstance(loaded, LibvirtDriver)
+        assert len(loaded.list_instances()) == COUNT
+        assert loaded._lister is not None and loaded._lister.path == "public"
 
 
-def test_c_functions_are_the_libvirtmod_ones() -> None:
-    c = c_functions()
-    assert isinstance(c, CFunctions)
-    assert all(callable(function) for function in c)
-
-
-def test_a_domain_without_a_uuid_is_a_typed_error_and_leaks_nothing(
-    driver: LibvirtDriver, node_uri: str
-) -> None:
-    c = c_functions()
-    assert c is not None
-    driver._lister = DomainLister(driver._reading_of, c._replace(domain_uuid=lambda _handle: None))
-    with pytest.raises(HypervisorError, match="virDomainGetUUID"):
-        driver.list_instances()
-    conn = libvirt.open(node_uri)
-    with pytest.raises(libvirt.libvirtError):
-        DomainLister(driver._reading_of, c._replace(domain_uuid=lambda _handle: None)).read_all(conn)
-    assert conn.close() == 0
-
-
-def _overlapping(driver: LibvirtDriver, c: CFunctions | None = None, bulk: bool = True) -> DomainLister:
+def _overlapping(driver: LibvirtDriver, bulk: bool = True) -> DomainLister:
     """A lister whose next listing starts its managed-save query on the overlap thread."""
-    c = c or c_functions()
-    assert c is not None
-    lister = DomainLister(driver._reading_of, c, bulk_module() if bulk else None)
+    lister = DomainLister(driver._reading_of, bulk_module() if bulk else None)
     lister._previous_asked = True
     lister._previous_count = COUNT
     return lister
 
 
-@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "libvirtmod"])
-def test_no_managed_save_query_outlives_its_listing(tmp_path: Path, with_bulk: bool) -> None:
+@pytest.mark.parametrize("with_bulk", [True, False], ids=["bulk", "public"])
+def test_no_managed_save_query_outlives_its_listing(
+    tmp_path: Path, with_bulk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every domain runs, so this listing never needs the query's answer: it must still
     # wait for the query before returning, or the query could run on a connection its
     # caller has since closed.
     path = tmp_path / "running.xml"
     path.write_text(node_xml([(f"r{i:03d}", "running") for i in range(20)]))
-    c = c_functions()
-    assert c is not None
     finished: list[float] = []
-
-    def slow_query(handle: object, flags: int) -> object:
-        time.sleep(0.3)
-        answer = c.list_all_domains(handle, flags)
-        finished.append(time.monotonic())
-        return answer
 
     with powerdrivers.load_driver("libvirt", f"test://{path}") as loaded:
         assert isinstance(loaded, LibvirtDriver)
-        lister = _overlapping(loaded, c._replace(list_all_domains=slow_query), with_bulk)
         conn = conn_of(loaded)
+        list_all_domains = conn.listAllDomains
+
+        def slow_query(flags: int) -> list[libvirt.virDomain]:
+            time.sleep(0.3)
+            answer: list[libvirt.virDomain] = list_all_domains(flags)
+            finished.append(time.monotonic())
+            return answer
+
+        monkeypatch.setattr(conn, "listAllDomains", slow_query)
+        lister = _overlapping(loaded, with_bulk)
         assert len(lister.read_all(conn)) == 20
         returned = time.monotonic()
         assert finished and finished[0] <= returned
@@ -264,6 +243,14 @@ def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
     driver: LibvirtDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lister = _overlapping(driver)
+    ran: list[str] = []
+
+    def query(name: str) -> Callable[[], set[str]]:
+        def run() -> set[str]:
+            ran.append(name)
+            return set()
+
+        return run
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
@@ -271,20 +258,24 @@ def test_a_thread_that_cannot_start_means_the_query_runs_in_line(
     monkeypatch.setattr(threading.Thread, "start", refuse)
     readings = lister.read_all(conn_of(driver))
     assert sum(r.native_reason == "managed_save" for r in readings) == len(SAVED)
-    assert lister._overlap._thread is None
+    assert lister._overlap.submit(query("refused")) is None
     monkeypatch.undo()
-    # Still usable, and closing does not wait for anything.
-    assert lister._overlap.submit(set) is not None
+    # Still usable; a query that was refused never runs later; closing does not wait for anything.
+    later = lister._overlap.submit(query("later"))
+    assert later is not None
+    assert later.result(timeout=5) == set()
+    assert ran == ["later"]
     began = time.monotonic()
     lister.close()
     assert time.monotonic() - began < 1
 
 
 def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDriver) -> None:
+    before = _listing_threads()
     lister = _overlapping(driver)
     lister.read_all(conn_of(driver))
-    thread = lister._overlap._thread
-    assert thread is not None and thread.is_alive()
+    (thread,) = _listing_threads() - before
+    assert thread.is_alive()
     lister.close()
     assert lister._overlap.submit(set) is None
     thread.join(timeout=5)
@@ -294,10 +285,10 @@ def test_a_closed_overlap_declines_queries_and_its_thread_ends(driver: LibvirtDr
 
 
 def test_a_dropped_lister_lets_its_thread_end(driver: LibvirtDriver) -> None:
+    before = _listing_threads()
     lister = _overlapping(driver)
     lister.read_all(conn_of(driver))
-    thread = lister._overlap._thread
-    assert thread is not None
+    (thread,) = _listing_threads() - before
     del lister
     gc.collect()
     thread.join(timeout=5)
@@ -325,18 +316,21 @@ def test_one_driver_lists_from_many_threads_at_once(driver: LibvirtDriver) -> No
     assert len(results) == 40 and all(result == expected for result in results)
 
 
-def test_a_record_without_its_reason_reads_unknown_with_the_number_kept(driver: LibvirtDriver) -> None:
-    c = c_functions()
-    assert c is not None
+def test_a_record_without_its_reason_reads_unknown_with_the_number_kept(
+    driver: LibvirtDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = conn_of(driver)
+    get_all_domain_stats = conn.getAllDomainStats
 
-    def without_reasons(handle: object, stats: int, flags: int) -> object:
-        records = c.get_all_domain_stats(handle, stats, flags)
+    def without_reasons(stats: int, flags: int = 0) -> list[tuple[libvirt.virDomain, dict[str, Any]]]:
+        records: list[tuple[libvirt.virDomain, dict[str, Any]]] = get_all_domain_stats(stats, flags)
         for _, record in records:
             record.pop("state.reason", None)
         return records
 
-    lister = DomainLister(driver._reading_of, c._replace(get_all_domain_stats=without_reasons))
-    readings = lister.read_all(conn_of(driver))
+    monkeypatch.setattr(conn, "getAllDomainStats", without_reasons)
+    lister = DomainLister(driver._reading_of, None)
+    readings = lister.read_all(conn)
     lister.close()
     assert len(readings) == COUNT
     assert {r.native_reason for r in readings} == {"-1"}
