@@ -8,6 +8,7 @@ pinned with ``sched_setaffinity``, also use.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import libvirt
 import pytest
 from test_libvirt_kvm import kvm, kvm_libvirtd  # noqa: F401 - KVM guests, on a daemon that probed KVM
 
-from powerdrivers import Driver, InstanceSpec
+from powerdrivers import Driver, InstanceSpec, PowerState, VcpuSampler
+from powerdrivers._cli import main
 
 READY = "PDVCPU"
 """What the boot sector writes to the serial port before it spins or halts."""
@@ -143,3 +145,49 @@ def test_a_spinning_kvm_vcpu_is_not_halted(kvm_driver: Driver, disks: Path) -> N
     assert stats.running + stats.waiting == pytest.approx(1.0, abs=0.1), stats
     assert stats.halted is not None and stats.halted <= 0.05, stats
     assert stats.halt_exits == 0.0, stats
+
+
+def test_one_bulk_sample_covers_every_running_guest(qemu: Driver, disks: Path) -> None:
+    spinning = spawn_guest(qemu, boot_disk(disks, SPIN))
+    halting = spawn_guest(qemu, boot_disk(disks, HALT))
+    sampler = VcpuSampler(qemu)
+    primed = qemu.vcpu_counters()
+    # One getAllDomainStats call: every reading carries the same moment.
+    assert {spinning, halting} <= {reading.name for reading in primed}
+    assert len({reading.taken_at_s for reading in primed}) == 1
+    sampler.sample()
+    time.sleep(1.0)
+    sampled = {instance.name: instance for instance in sampler.sample()}
+    [spin] = sampled[spinning].vcpus
+    [halt] = sampled[halting].vcpus
+    assert sampled[spinning].window_s >= 1.0
+    assert spin.running + spin.waiting == pytest.approx(1.0, abs=0.1), spin
+    assert halt.blocked >= 0.8, halt
+    assert halt.halted is None, halt
+
+
+def test_the_test_driver_has_no_kvm_counters_so_they_are_none(driver: Driver) -> None:
+    readings = {reading.name: reading for reading in driver.vcpu_counters()}
+    assert set(readings) == {r.name for r in driver.list_instances() if r.power_state is PowerState.RUNNING}
+    for reading in readings.values():
+        for counters in reading.vcpus:
+            assert (counters.halted_ns, counters.halt_exits, counters.io_exits, counters.mmio_exits) == (
+                None, None, None, None,
+            )  # fmt: skip
+
+
+def test_cli_stats_show_what_is_not_measured(node_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-d", "libvirt", "-c", node_uri, "-f", "json", "stats", "--all", "--window", "0.05"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert [instance["name"] for instance in sampled["instances"]] == ["vm-running"]
+    for vcpu in sampled["instances"][0]["vcpus"]:
+        assert (vcpu["halted"], vcpu["halt_exits"], vcpu["io_exits"], vcpu["mmio_exits"]) == (
+            None,
+            None,
+            None,
+            None,
+        )
+    assert main(["-d", "libvirt", "-c", node_uri, "stats", "vm-running", "--window", "0.05"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[4:] == ["HALTED", "HALT/S", "IO/S", "MMIO/S"]
+    assert rows and all(row.split()[4:] == ["-", "-", "-", "-"] for row in rows)
