@@ -48,7 +48,8 @@ def classify(
 ) -> Cause:
     """Return why a change happened.
 
-    ``kind`` is ``None`` for a change found by a resync; ``caused_by`` is the operation the
+    ``kind`` is ``None`` for a change found by a resync (out of band unless it is a crash: the
+    detail of the record says a resync found it); ``caused_by`` is the operation the
     driver attributed the event to; ``follows_quick_stop`` says an unexplained stop of this
     instance came less than the reboot window before this start.
     """
@@ -58,8 +59,7 @@ def classify(
         return Cause.CRASH
     if kind is EventKind.REBOOTED or (follows_quick_stop and power_state is PowerState.RUNNING):
         return Cause.GUEST_REBOOT
-    if kind is None:
-        return Cause.RESYNC
+    # A change no operation explains is someone else's, whether an event or a resync found it.
     return Cause.OUT_OF_BAND
 
 

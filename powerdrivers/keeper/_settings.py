@@ -60,7 +60,7 @@ class KeeperSettings:
             elif name == "backoff_jitter":
                 checked[name] = parse_number(name, value, minimum=0.0, maximum=1.0)
             elif name == "identity":
-                checked[name] = _identity(value)
+                checked[name] = check_identity(name, value)
             else:
                 positive = name in ("resync_interval", "poll_interval", "action_timeout")
                 checked[name] = parse_duration(name, value, positive=positive)
@@ -78,7 +78,11 @@ class KeeperSettings:
         return self.identity or default_identity()
 
 
-def _identity(value: object) -> str:
+def check_identity(label: str, value: object) -> str:
+    """Return a name (a keeper's, a host's, a requester's) checked: printable text, 1 to 200 characters.
+
+    Raises ``InvalidOption`` naming ``label``.
+    """
     if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
-        raise InvalidOption("identity must be printable text of 1 to 200 characters")
+        raise InvalidOption(f"{label} must be printable text of 1 to 200 characters")
     return value.strip()

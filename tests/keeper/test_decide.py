@@ -45,9 +45,9 @@ def test_a_rebooted_event_or_a_start_right_after_a_stop_is_a_guest_reboot() -> N
     assert classify(EventKind.STARTED, _S.RUNNING, "booted", None) is Cause.OUT_OF_BAND
 
 
-def test_unattributed_events_are_out_of_band_and_resync_finds_are_resync() -> None:
+def test_unattributed_events_and_resync_finds_are_out_of_band() -> None:
     assert classify(EventKind.STOPPED, _S.SHUTOFF, "destroyed", None) is Cause.OUT_OF_BAND
-    assert classify(None, _S.SHUTOFF, "shutdown", None) is Cause.RESYNC
+    assert classify(None, _S.SHUTOFF, "shutdown", None) is Cause.OUT_OF_BAND
 
 
 # -- decisions --------------------------------------------------------------------------------

@@ -1,0 +1,279 @@
+"""The power keeper: keeps instances at their desired policy, on any driver, and records why."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from powerdrivers import (
+    ConfigurationError,
+    Driver,
+    InstanceNotFound,
+    InvalidOption,
+    Operation,
+    OperationTimeout,
+    PowerDriversError,
+    Subscription,
+    parse_count,
+    parse_duration,
+)
+from powerdrivers.keeper._acting import Actor
+from powerdrivers.keeper._errors import KeeperError, StoreError
+from powerdrivers.keeper._host import HostWorker, utcnow
+from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
+from powerdrivers.keeper._operations import check_request
+from powerdrivers.keeper._settings import KeeperSettings, check_identity
+from powerdrivers.keeper._store_api import KeeperStore
+
+_LOG = logging.getLogger("powerdrivers.keeper")
+
+_FIRST_RESYNC_S = 60.0
+_FINAL = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.INTERRUPTED})
+
+
+class Keeper:
+    """Keeps the instances of one or more hosts at their desired run policy.
+
+    ``hosts`` maps a host name to a loaded driver (the caller keeps ownership: the keeper never
+    closes a driver or the store). Nothing runs until :meth:`start` (or ``with``); :meth:`stop`
+    joins every thread the keeper started. The read and policy methods work on the store, so
+    they also describe instances of hosts another keeper process keeps.
+    """
+
+    def __init__(
+        self,
+        store: KeeperStore,
+        hosts: Mapping[str, Driver] | Iterable[tuple[str, Driver]],
+        settings: KeeperSettings | None = None,
+    ) -> None:
+        pairs = list(hosts.items() if isinstance(hosts, Mapping) else hosts)
+        if not pairs:
+            raise ConfigurationError("a keeper needs at least one host")
+        names = [check_identity("host name", name) for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"host names must be unique, not {', '.join(names)}")
+        for name, driver in pairs:
+            if not isinstance(driver, Driver):
+                raise ConfigurationError(
+                    f"host {name!r} needs a loaded powerdrivers.Driver, not {type(driver).__name__}"
+                )
+        self._store = store
+        self.settings = settings or KeeperSettings()
+        self._actor = Actor(store, self.settings)
+        self._workers = {
+            name: HostWorker(name, driver, store, self.settings, self._actor) for name, driver in pairs
+        }
+        self._subscriptions: list[Subscription] = []
+        self._stopping = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the hosts, close interrupted intents, subscribe, start the threads and resync.
+
+        Returns once every host's first resync has ended (or a minute has passed).
+
+        Raises ``StoreError`` when the store cannot be used, and what subscribing to a driver's
+        events raises; then nothing is left running.
+        """
+        with self._state_lock:
+            if self._started:
+                raise KeeperError("this keeper was already started")
+            self._started = True
+        try:
+            cursor, _ = self._store.changes_since(0)
+            for worker in self._workers.values():
+                self._store.register_host(worker.name, worker.driver.name, worker.driver.uri)
+                self._close_interrupted(worker)
+                worker.load()
+                self._subscriptions.append(worker.driver.subscribe(worker.on_event))
+        except BaseException:
+            self._unsubscribe()
+            self._actor.close()
+            raise
+        for worker in self._workers.values():
+            worker.start()
+        for worker in self._workers.values():
+            # A host that hangs is the driver's to time out; past this the keeper goes on regardless.
+            worker.ready.wait(_FIRST_RESYNC_S)
+            self._post_pending(worker)
+        self._poller = threading.Thread(target=self._poll, args=(cursor,), name="keeper-store", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Stop watching, let actions under way finish and record their end, and join every thread."""
+        with self._state_lock:
+            if not self._started or self._stopping.is_set():
+                return
+            self._stopping.set()
+        if self._poller is not None:
+            self._poller.join()
+        self._unsubscribe()
+        self._actor.close()
+        for worker in self._workers.values():
+            worker.stop()
+
+    def __enter__(self) -> Keeper:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- desired state and requests -----------------------------------------------------------
+
+    def set_policy(self, instance_id: str, policy: Policy | str, requested_by: str) -> InstanceView:
+        """Set the instance's run policy, recorded with who set it; acts on it at once.
+
+        Raises ``InvalidOption`` (bad policy or name), ``UnknownInstance``, ``StoreError``.
+        """
+        checked = _policy(policy)
+        view = self._store.set_policy(instance_id, checked, check_identity("requested_by", requested_by))
+        worker = self._workers.get(view.host)
+        if worker is not None:
+            worker.post("changed", view)
+        return view
+
+    def policy(self, instance_id: str) -> Policy:
+        """Return the instance's run policy. Raises ``UnknownInstance``."""
+        return self._store.instance(instance_id).policy
+
+    def request(
+        self, instance_id: str, operation: Operation | str, requested_by: str, **options: Any
+    ) -> Action:
+        """Ask the keeper that keeps the instance's host to carry out ``operation``; return the action.
+
+        The action is recorded ``pending`` with ``requested_by`` and carried out by the owning
+        keeper (this one, or another process's through the store). Shutdown and reboot take
+        ``timeout`` and ``force``. Raises ``InvalidOption``, ``UnknownInstance``,
+        ``ActionInFlight`` (another action is open), ``StoreError``.
+        """
+        checked_operation, checked = check_request(operation, options)
+        action = self._store.open_action(
+            instance_id, checked_operation.value, checked, check_identity("requested_by", requested_by)
+        )
+        worker = self._workers.get(action.host)
+        if worker is not None:
+            worker.post("request", action)
+        return action
+
+    def wait(self, action_id: int, timeout: float = 60.0) -> Action:
+        """Wait until the action has ended and return it. Raises ``OperationTimeout``, ``KeeperError``."""
+        deadline = time.monotonic() + parse_duration("timeout", timeout)
+        while True:
+            action = self._store.action(action_id)
+            if action.status in _FINAL:
+                return action
+            if time.monotonic() >= deadline:
+                raise OperationTimeout(
+                    f"action {action_id} is still {action.status.value} after {timeout:g} s"
+                )
+            time.sleep(0.02)
+
+    def release_quarantine(self, instance_id: str, requested_by: str) -> InstanceView:
+        """End the instance's quarantine (an operator's decision). Raises ``UnknownInstance``."""
+        view = self._store.release_quarantine(
+            instance_id, check_identity("requested_by", requested_by), utcnow()
+        )
+        worker = self._workers.get(view.host)
+        if worker is not None:
+            worker.post("changed", view)
+        return view
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def view(self, instance_id: str) -> InstanceView:
+        """Return the instance's view: reading, policy, action in flight, backoff, quarantine, staleness."""
+        return self._store.instance(instance_id)
+
+    def views(self, host: str | None = None) -> list[InstanceView]:
+        """Return every instance's view (of one host, if given)."""
+        return self._store.instances(host)
+
+    def history(self, instance_id: str, limit: int = 100, before: int | None = None) -> list[HistoryRecord]:
+        """Return the instance's history, newest first. Raises ``InvalidOption`` for a bad limit."""
+        checked = parse_count("limit", limit, minimum=1, maximum=10_000)
+        return self._store.history(instance_id, checked, before)
+
+    def resync(self, timeout: float = 60.0) -> None:
+        """Resync every host now and return when done. Raises ``OperationTimeout``, ``KeeperError``."""
+        if not self._started or self._stopping.is_set():
+            raise KeeperError("the keeper is not running")
+        deadline = time.monotonic() + parse_duration("timeout", timeout)
+        done = []
+        for worker in self._workers.values():
+            finished = threading.Event()
+            worker.post("resync", finished)
+            done.append((worker.name, finished))
+        for name, finished in done:
+            if not finished.wait(max(0.0, deadline - time.monotonic())):
+                raise OperationTimeout(f"host {name} did not resync within {timeout:g} s")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _close_interrupted(self, worker: HostWorker) -> None:
+        """Close the running intents a dead keeper left: re-read, record what is found, never reissue."""
+        for action in self._store.open_actions(worker.name):
+            if action.status is not ActionStatus.RUNNING:
+                continue
+            try:
+                found = worker.driver.get_instance(action.instance_id)
+                seen = f"found {found.power_state.value}" + (
+                    f", {found.transition.value}" if found.transition else ""
+                )
+            except InstanceNotFound:
+                seen = "found the instance gone"
+            except PowerDriversError as error:
+                seen = f"could not read the instance: {error}"
+            self._store.finish_action(
+                action.id,
+                ActionStatus.INTERRUPTED,
+                utcnow(),
+                error=f"the keeper stopped before the {action.operation} ended; {seen}",
+            )
+            _LOG.warning("keeper: action %d (%s) was interrupted; %s", action.id, action.operation, seen)
+
+    def _post_pending(self, worker: HostWorker, actions: list[Action] | None = None) -> None:
+        for action in actions if actions is not None else self._store.open_actions(worker.name):
+            if action.status is ActionStatus.PENDING and action.host == worker.name:
+                worker.post("request", action)
+
+    def _poll(self, cursor: int) -> None:
+        """Watch the store for what other processes write: policies, quarantine releases, requests."""
+        while not self._stopping.wait(self.settings.poll_interval):
+            try:
+                cursor, changed = self._store.changes_since(cursor)
+                if not changed:
+                    continue
+                for instance_id in changed:
+                    view = self._store.instance(instance_id)
+                    worker = self._workers.get(view.host)
+                    if worker is not None:
+                        worker.post("changed", view)
+                pending = self._store.open_actions()
+                for worker in self._workers.values():
+                    self._post_pending(worker, pending)
+            except (StoreError, InstanceNotFound) as error:
+                _LOG.warning("keeper: reading the store's changes failed: %s", error)
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.unsubscribe()
+        self._subscriptions.clear()
+
+
+def _policy(policy: Policy | str) -> Policy:
+    try:
+        return Policy(policy)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Policy)
+        raise InvalidOption(f"a policy is one of {allowed}, not {str(policy)[:40]!r}") from None
