@@ -2,7 +2,7 @@
 
 A floor in a pyproject (``stevedore>=5.6``) is a promise: that version
 works. This keeps it true. Every ``>=`` floor of every distribution's
-runtime dependencies and ``test`` extra is pinned to exactly that version
+runtime dependencies and ``test`` and ``keeper`` extras is pinned to exactly that version
 in a separate virtualenv, and the suite's fast part (the core, the fake,
 Xen against its simulator, libvirt's test driver) runs there. Tools that
 only check the code (mypy, ruff, Sphinx) are not part of it.
@@ -21,6 +21,8 @@ VENV = ROOT / ".venv-floors"
 DISTRIBUTIONS = [ROOT, *sorted((ROOT / "plugins").iterdir()), ROOT / "docs/examples/powerdrivers-procs"]
 #: Checkers, not test dependencies: their floors are kept by `make lint`, `typecheck` and `docs`.
 NOT_RUN = {"mypy", "ruff", "sphinx", "types-docutils"}
+#: The extras whose floors are kept here besides ``test``: their code runs in the fast tests.
+EXTRAS = ["test", "keeper"]
 TESTS = [
     "tests",
     "plugins/fake/tests",
@@ -39,9 +41,10 @@ def floors() -> dict[str, str]:
     found: dict[str, str] = {}
     for folder in DISTRIBUTIONS:
         project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+        extras = project.get("optional-dependencies", {})
         requirements = [
             *project.get("dependencies", []),
-            *project.get("optional-dependencies", {}).get("test", []),
+            *(r for extra in EXTRAS for r in extras.get(extra, [])),
         ]
         for requirement in requirements:
             match = _FLOOR.match(requirement)
