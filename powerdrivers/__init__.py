@@ -41,6 +41,8 @@ from powerdrivers._native import NativeMapping, NativeStateTable
 from powerdrivers._operations import OPERATION_TABLE, Operation, OperationRule, check_operation, rule_for
 from powerdrivers._outcomes import OperationResult, Outcome
 from powerdrivers._reading import InstanceReading
+from powerdrivers._reporting import EventReporter
+from powerdrivers._sampler import VcpuSampler
 from powerdrivers._secrets import Secret, redact_uri
 from powerdrivers._spec import InstanceSpec
 from powerdrivers._states import PowerState, Transition
@@ -52,7 +54,6 @@ from powerdrivers._values import (
     parse_duration,
     parse_number,
 )
-from powerdrivers._sampler import VcpuSampler
 from powerdrivers._vcpu import InstanceVcpuCounters, InstanceVcpuStats, VcpuCounters, VcpuStats, stats_between
 from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
 
@@ -76,6 +77,7 @@ __all__ = [
     "DriverNotFound",
     "Event",
     "EventKind",
+    "EventReporter",
     "HypervisorConnectionError",
     "HypervisorError",
     "IncompatibleDriver",

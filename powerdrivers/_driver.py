@@ -61,6 +61,21 @@ class Driver(abc.ABC):
     drivers without native events. A primitive the driver does not declare
     is never called: the public method raises
     :class:`powerdrivers.UnsupportedOperation`.
+
+    **Threading.** Every public method may be called from any thread, at the
+    same time as any other, on the same instance or on others: the core
+    refuses an operation that conflicts with one in flight, but otherwise
+    calls the primitives concurrently, so they must be thread-safe. Events
+    reach listeners on the thread that reports them: the driver's event
+    thread, or the thread running an operation when the driver reports its
+    own change.
+
+    **Reporting events.** A driver's native event source reports through
+    :attr:`event_reporter` (:class:`powerdrivers.EventReporter`), from any
+    thread; hand it to a helper object (an event thread, a watcher) rather
+    than the driver. ``_publish``, ``_publish_change`` and
+    ``_publish_resync`` are shorthands for its methods. A ``REBOOTED`` after
+    a hard reboot is reported by the core (see :attr:`reports_resets`).
     """
 
     #: The name the driver is registered under (its entry-point name).
@@ -71,6 +86,10 @@ class Driver(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]]
     #: Every native state (and reason) the driver can report, mapped to canonical ones.
     native_states: ClassVar[NativeStateTable]
+    #: Whether the driver's event source reports a hard reboot's reset as ``REBOOTED`` itself,
+    #: after ``_hard_reboot`` returned (libvirt's QEMU driver does). When false, the core
+    #: reports it once ``_hard_reboot`` has returned, unless the driver reported it meanwhile.
+    reports_resets: ClassVar[bool] = False
 
     def __init__(self, uri: str | None = None, *, poll_interval_s: float = 0.5) -> None:
         self.uri = uri
@@ -317,11 +336,20 @@ class Driver(abc.ABC):
         raise UnsupportedOperation(self.name, Operation.SHUTDOWN.value)
 
     def _request_reboot(self, instance: InstanceReading) -> None:
-        """Ask the guest to reboot and return; publish ``REBOOTED`` when it has."""
+        """Ask the guest to reboot and return; report ``REBOOTED`` when it has.
+
+        The core waits for that ``REBOOTED`` (from any thread) to call the
+        reboot graceful; without it, the reboot falls back to a hard one.
+        """
         raise UnsupportedOperation(self.name, Operation.REBOOT.value)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading | None:
-        """Reset the instance without asking the guest."""
+        """Reset the instance without asking the guest; return once it runs again.
+
+        May return the instance's new reading. The core reports ``REBOOTED``
+        afterwards unless the driver reported it meanwhile or declares
+        :attr:`reports_resets`.
+        """
         raise UnsupportedOperation(self.name, Operation.HARD_REBOOT.value)
 
     def _pause(self, instance: InstanceReading) -> InstanceReading | None:
@@ -428,11 +456,25 @@ class Driver(abc.ABC):
         raise UnsupportedOperation(self.name, "vcpu_counters")
 
     def _start_native_events(self) -> None:
-        """Start delivering native events through ``_publish``."""
+        """Start the native event source, and return promptly: it must not block.
+
+        Called on the thread of the first :meth:`subscribe`, which waits for
+        it: start a thread of the driver's own (or register the hypervisor
+        library's callbacks) and return. The source then reports what
+        changes through :attr:`event_reporter`, from that thread; it need
+        not filter unchanged readings (``report_change`` drops them). Start
+        and stop are never called concurrently. Raising fails the
+        ``subscribe`` with the error (a :class:`powerdrivers.PowerDriversError`).
+        """
         raise UnsupportedOperation(self.name, "native_events")
 
     def _stop_native_events(self) -> None:
-        """Stop delivering native events."""
+        """Stop the native event source; events reported afterwards are dropped anyway.
+
+        Called when the last listener leaves or the driver closes, possibly
+        on the source's own thread (a listener that unsubscribes from its
+        callback): never join the current thread. Should not raise.
+        """
 
     def _close(self) -> None:
         """Release the hypervisor connection; the default does nothing.

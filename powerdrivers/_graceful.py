@@ -146,12 +146,28 @@ def force_off(driver: Driver, instance: InstanceReading) -> None:
 
 def reset(driver: Driver, instance: InstanceReading) -> None:
     """Hard-reboot ``instance``: the driver's reset, or a forced stop and a start."""
-    if Capability.HARD_REBOOT in driver.capabilities:
-        driver._tracker.forcing(instance.id)
+    if Capability.HARD_REBOOT not in driver.capabilities:
+        force_off(driver, instance)
+        driver._start(driver._read_one(instance.id))
+        return
+    driver._tracker.forcing(instance.id)
+    if driver.reports_resets or not driver.event_reporter.listening:
         driver._hard_reboot(instance)
         return
-    force_off(driver, instance)
-    driver._start(driver._read_one(instance.id))
+    # A reset leaves the power state as it was, so no lifecycle event need show it: unless
+    # the driver reported it while resetting, the core reports it, once, for every driver.
+    reported = threading.Event()
+
+    def notice_reset(event: Event) -> None:
+        if event.instance_id == instance.id and event.kind is EventKind.REBOOTED:
+            reported.set()
+
+    with driver._hub.add(notice_reset):
+        after = driver._hard_reboot(instance)
+    if not reported.is_set():
+        if after is None or after.id != instance.id or after.power_state is not PowerState.RUNNING:
+            after = driver._read_one(instance.id)
+        driver.event_reporter.report(EventKind.REBOOTED, after)
 
 
 class Transient:

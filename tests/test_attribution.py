@@ -63,6 +63,8 @@ class HyperDriver(Driver):
         }
     )
     native_states = _table(forced_reasons=True)
+    # Its event thread reports the reset, after _hard_reboot returned: the core must not too.
+    reports_resets = True
 
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         super().__init__(uri)

@@ -215,7 +215,6 @@ class XenDriver(Driver):
 
     def _hard_reboot(self, instance: InstanceReading) -> None:
         self._on_vm(instance, "hard_reboot", lambda api, vm: api.VM.hard_reboot(vm))
-        self._publish(EventKind.REBOOTED, self._read_one(instance.id))
 
     def _pause(self, instance: InstanceReading) -> None:
         self._on_vm(instance, "pause", lambda api, vm: api.VM.pause(vm))
