@@ -8,7 +8,9 @@ driver's own connection, each round times ``list_instances()``, the raw bulk cal
 floors show what naming each domain costs: through libvirt-python's public API, the bulk call
 plus each domain's ``UUIDString()`` and ``name()``; through its C module ``libvirtmod``, the
 same bulk call plus each handle's raw UUID, name and free, the least a listing through
-libvirt-python's own modules can do. (The driver lists through a C module of its own.)
+libvirt-python's own modules can do. (The driver lists through a C module of its own; a
+last row times its listing where that module was not built, through libvirt-python's
+classes.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 from benchkit import median, ms, note_libvirt_versions, paired, record
 from libvirt_support.nodes import RUNSTATES, node_xml
 from powerdrivers_libvirt import LibvirtDriver
+from powerdrivers_libvirt._listing import DomainLister
 
 import powerdrivers
 
@@ -109,6 +112,12 @@ def bench_list_instances(benchmark: Any, driver: LibvirtDriver) -> None:
             libvirtmod.virDomainFree(handle)
         assert len(named) == count
 
+    without_c_module = DomainLister(driver._reading_of, None)
+
+    def public_path() -> None:
+        readings = without_c_module.read_all(conn)
+        assert len(readings) == count
+
     def nova_loop() -> None:
         states = [domain.state() for domain in conn.listAllDomains(0)]
         assert len(states) == count
@@ -116,14 +125,16 @@ def bench_list_instances(benchmark: Any, driver: LibvirtDriver) -> None:
     rounds = paired(
         benchmark,
         with_driver,
-        {"raw": raw_bulk, "floor": floor, "c_floor": c_floor, "nova": nova_loop},
+        {"raw": raw_bulk, "floor": floor, "c_floor": c_floor, "public": public_path, "nova": nova_loop},
         rounds=ROUNDS[count],
     )
+    without_c_module.close()
     raw = {
         "driver_s": median(rounds.subject),
         "raw_s": median(rounds.baselines["raw"]),
         "floor_s": median(rounds.baselines["floor"]),
         "c_floor_s": median(rounds.baselines["c_floor"]),
+        "public_s": median(rounds.baselines["public"]),
         "nova_s": median(rounds.baselines["nova"]),
         "rounds": len(rounds.subject),
     }
@@ -163,6 +174,15 @@ def bench_list_instances(benchmark: Any, driver: LibvirtDriver) -> None:
             detail=f"{ms(raw[f'{name}_s'])}; {detail}",
             raw=raw,
         )
+    record(
+        benchmark,
+        f"1/{count:05d}/{'b-rpc' if over_rpc else 'a-local'}/a2",
+        f"list {count:,} domains {where}: driver without its C module ÷ raw getAllDomainStats",
+        median(rounds.between("public", "raw")),
+        "x",
+        detail=f"{ms(raw['public_s'])}; the fallback through libvirt-python's classes",
+        raw=raw,
+    )
     speedup = median(rounds.ratios("nova", baseline_over_subject=True))
     record(
         benchmark,

@@ -92,7 +92,7 @@ class DomainLister:
         return "bulk" if self._bulk is not None else "public"
 
     def read_all(self, conn: libvirt.virConnect) -> list[InstanceReading]:
-        """Every domain's reading; libvirt errors propagate as ``libvirtError``.
+        """Return every domain's reading; libvirt errors propagate as ``libvirtError``.
 
         When some domain is off for a reason that allows a managed-save image,
         one ``listAllDomains`` call names the domains that have one. That query
@@ -127,8 +127,8 @@ class DomainLister:
         return rows
 
     def _readings(self, rows: Sequence[Row], managed_saves: Callable[[], set[str]]) -> list[InstanceReading]:
-        # Per domain, only C code runs (map, itemgetter, dict lookups), and nothing per
-        # domain outlives the listing but its reading. Readings differ per domain only in
+        # From the rows on, per domain only C code runs (map, itemgetter, dict lookups),
+        # and nothing per domain outlives the listing but its reading. Readings differ per domain only in
         # id and name: the rest (the "tail") is built once per distinct (state, reason)
         # and shared.
         observed_at = datetime.now(UTC)
