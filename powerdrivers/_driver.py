@@ -338,17 +338,25 @@ class Driver(abc.ABC):
     def _request_reboot(self, instance: InstanceReading) -> None:
         """Ask the guest to reboot and return; report ``REBOOTED`` when it has.
 
-        The core waits for that ``REBOOTED`` (from any thread) to call the
-        reboot graceful; without it, the reboot falls back to a hard one.
+        Called once by :meth:`reboot` (not ``hard``) while the instance is
+        ``running``. Returns nothing. The core waits for that ``REBOOTED``
+        (reported from any thread) to call the reboot graceful; without it,
+        the reboot falls back to a hard one at the timeout (or ends
+        ``timed_out`` without ``force``). Raises the hypervisor errors,
+        which end the reboot.
         """
         raise UnsupportedOperation(self.name, Operation.REBOOT.value)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading | None:
         """Reset the instance without asking the guest; return once it runs again.
 
-        May return the instance's new reading. The core reports ``REBOOTED``
-        afterwards unless the driver reported it meanwhile or declares
-        :attr:`reports_resets`.
+        Called by :meth:`reboot` with ``hard``, and by a soft reboot that
+        timed out with ``force``, from ``running``, ``paused`` or
+        ``crashed``. May return the instance's new reading: the
+        ``REBOOTED`` event the core reports afterwards shows it (unless the
+        driver reported the reset meanwhile or declares
+        :attr:`reports_resets`). Raises ``InvalidStateTransition`` when the
+        state changed meanwhile, and the hypervisor errors.
         """
         raise UnsupportedOperation(self.name, Operation.HARD_REBOOT.value)
 
