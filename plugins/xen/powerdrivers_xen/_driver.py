@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from powerdrivers import (
@@ -18,15 +19,19 @@ from powerdrivers import (
     HypervisorError,
     InstanceNotFound,
     InstanceReading,
+    InstanceVcpuCounters,
     Operation,
     OperationTimeout,
     PowerDriversError,
+    PowerState,
     VcpuStats,
     redact_uri,
 )
 from powerdrivers_xen._options import OPTIONS, parse_settings
+from powerdrivers_xen._rrd_updates import RrdUpdatesReader
 from powerdrivers_xen._session import XapiSession
 from powerdrivers_xen._states import NATIVE_STATES, POWER_OPERATIONS, in_flight
+from powerdrivers_xen._stats import XenVcpuStatistics
 
 _LOG = logging.getLogger("powerdrivers.xen")
 _T = TypeVar("_T")
@@ -229,19 +234,21 @@ class XenDriver(Driver):
         self._on_vm(instance, "resume", lambda api, vm: api.VM.resume(vm, False, False))
 
     def _vcpu_stats(self, instance: InstanceReading, window_s: float) -> Sequence[VcpuStats]:
-        # xapi publishes each VCPU's utilisation as a data source averaged over its own
-        # interval; it has no per-VCPU wait time, so "waiting" is 0 and the rest is blocked.
-        vm, record = self._vm(instance.id)
+        # xapi's RRD rows are its resolution: the statistics are those of the rows that
+        # ended within the window just waited (at least the newest one).
         time.sleep(window_s)
-        count = int(record.get("VCPUs_max") or record.get("VCPUs_at_startup") or 1)
-        stats = []
-        for vcpu in range(count):
-            value = self._xapi.call(
-                _data_source(vm, f"cpu{vcpu}"), instance=instance.name, operation="vcpu_stats"
-            )
-            running = min(max(float(value), 0.0), 1.0)
-            stats.append(VcpuStats(vcpu, running, 1.0 - running, 0.0, window_s))
-        return stats
+        return self._statistics.window(instance, window_s)
+
+    def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
+        return self._statistics.counters(instance)
+
+    def _all_vcpu_counters(self) -> Iterable[InstanceVcpuCounters]:
+        running = [reading for reading in self._read_all() if reading.power_state is PowerState.RUNNING]
+        return self._statistics.all_counters(running)
+
+    @functools.cached_property
+    def _statistics(self) -> XenVcpuStatistics:
+        return XenVcpuStatistics(RrdUpdatesReader(self._settings, self._xapi), self._xapi)
 
     # -- events -------------------------------------------------------------------------
 
@@ -358,10 +365,6 @@ class XenDriver(Driver):
 
 def _record_of(vm: str) -> Callable[[Any], Mapping[str, Any]]:
     return lambda api: api.VM.get_record(vm)
-
-
-def _data_source(vm: str, name: str) -> Callable[[Any], float]:
-    return lambda api: float(api.VM.query_data_source(vm, name))
 
 
 def _events_since(token: str, timeout_s: float) -> Callable[[Any], Mapping[str, Any]]:
