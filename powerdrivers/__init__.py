@@ -121,3 +121,12 @@ __all__ = [
     "rule_for",
     "stats_between",
 ]
+
+# Errors show in tracebacks by the name users import and catch them by, powerdrivers.X (as httpx
+# does). Only errors: a class's string annotations resolve in its __module__, so moving the rest
+# would break typing.get_type_hints and Sphinx's reading of attribute comments.
+for _name in __all__:
+    _value = globals()[_name]
+    if isinstance(_value, type) and issubclass(_value, PowerDriversError):
+        _value.__module__ = __name__
+del _name, _value

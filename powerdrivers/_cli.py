@@ -33,7 +33,7 @@ from powerdrivers._exceptions import (
     PowerDriversError,
     UnsupportedOperation,
 )
-from powerdrivers._loader import available_drivers, load_driver, load_driver_class
+from powerdrivers._loader import available_drivers, installed_driver_names, load_driver, load_driver_class
 from powerdrivers._operations import OPERATION_TABLE, Operation
 from powerdrivers._outcomes import OperationResult
 from powerdrivers._output import print_json, print_json_line, print_table
@@ -252,8 +252,7 @@ def _emit(
 def _driver_name(options: argparse.Namespace, required: bool = True) -> str | None:
     name = getattr(options, "driver", None) or os.environ.get(_ENV_DRIVER)
     if not name and required:
-        installed = sorted({info.name for info in available_drivers()})
-        listed = ", ".join(installed) or "none"
+        listed = ", ".join(installed_driver_names()) or "none"
         raise UsageError(f"no driver given: use -d DRIVER or set {_ENV_DRIVER}; installed drivers: {listed}")
     return name
 

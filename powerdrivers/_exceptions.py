@@ -28,11 +28,21 @@ Messages never contain secrets: URIs are redacted with
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Iterable
 
 
 class PowerDriversError(Exception):
-    """Base class of every error powerdrivers and its drivers raise."""
+    """Base class of every error powerdrivers and its drivers raise.
+
+    Every one pickles and unpickles whole, with its attributes, whatever
+    its constructor takes (an error crossing a process pool stays itself).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its message and attributes, not by calling __init__ again with the
+        # message (the default), which would wrap the message or miss arguments.
+        return (copyreg.__newobj__, (type(self), *self.args), self.__dict__)  # type: ignore[attr-defined]
 
 
 class PluginError(PowerDriversError):

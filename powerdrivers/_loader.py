@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import stevedore
 from stevedore.extension import Extension, ExtensionManager
+from stevedore.named import NamedExtensionManager
 
 from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
 from powerdrivers._driver import Driver
@@ -245,9 +246,18 @@ def _raise_conflict(namespace: str, name: str, extensions: list[Extension[Driver
     )
 
 
+def installed_driver_names() -> list[str]:
+    """Return the name of every installed driver entry point, sorted, importing no plugin.
+
+    Cheap, unlike :func:`available_drivers`, which imports every plugin to
+    describe it; a name registered twice appears once.
+    """
+    return sorted({entry_point.name for entry_point in _entry_points()})
+
+
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    # An empty test manager reads the (cached) entry points without importing any plugin.
-    scanner: ExtensionManager[Driver] = ExtensionManager.make_test_instance([], namespace=NAMESPACE)
+    # A manager asked for no names loads none, and lists the group from stevedore's entry-point cache.
+    scanner: NamedExtensionManager[Driver] = NamedExtensionManager(NAMESPACE, names=())
     return list(scanner.list_entry_points())
 
 

@@ -199,3 +199,25 @@ def test_cli_plugin_errors_exit_2_with_one_line(
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in done.stderr
+
+
+def test_installed_names_are_listed_without_importing_any_plugin() -> None:
+    from powerdrivers._loader import installed_driver_names
+
+    names = installed_driver_names()
+    assert {"fake", "broken", "twin", "thirdparty", "future"} <= set(names)
+    assert names == sorted(set(names))
+    # The broken plugin's import would fail; none of the test plugins was imported at all.
+    assert not [module for module in sys.modules if module.startswith("pd_")]
+
+
+def test_the_cli_names_the_installed_drivers_without_importing_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from powerdrivers._cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("POWERDRIVERS_DRIVER", raising=False)
+    assert main(["list"]) == EXIT_USAGE
+    message = capsys.readouterr().err
+    assert "installed drivers: " in message and "broken" in message and "twin" in message
+    assert not [module for module in sys.modules if module.startswith("pd_")]
