@@ -117,6 +117,11 @@ SPAWN = ("--powerdrivers-spawn",)
             id="spawn-not-declared",
         ),
         pytest.param(
+            ("--powerdrivers-driver", "fake", *SPAWN, "-p", "no:logging"),
+            "ERROR: the conformance kit needs pytest's logging plugin: drop -p no:logging",
+            id="logging-plugin-disabled",
+        ),
+        pytest.param(
             ("--powerdrivers-driver", "fake", *SPAWN, "--powerdrivers-timeout", "inf"),
             "ERROR: --powerdrivers-timeout must be from 0 to * seconds, not 'inf'",
             id="timeout-infinite",

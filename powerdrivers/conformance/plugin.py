@@ -87,6 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
         timeout_s=_seconds(config, "--powerdrivers-timeout"),
         event_timeout_s=_seconds(config, "--powerdrivers-event-timeout"),
     )
+    if not config.pluginmanager.has_plugin("logging"):
+        # The kit reads the core's contract log through caplog, which the logging plugin provides.
+        raise pytest.UsageError("the conformance kit needs pytest's logging plugin: drop -p no:logging")
     if not settings.spawn and not settings.instances:
         raise pytest.UsageError(
             "the conformance kit needs --powerdrivers-instance ID or --powerdrivers-spawn"
