@@ -28,7 +28,7 @@ NO_SUSPEND = textwrap.dedent(
     '''
 )
 
-SUMMARY = "*powerdrivers conformance kit: instances after the run*"
+SUMMARY = "*powerdrivers conformance kit: after the run*"
 
 
 def run_kit(pytester: pytest.Pytester, driver: str, uri: str, *instances: str) -> pytest.RunResult:

@@ -6,11 +6,12 @@ a usage error before any test runs, not a TypeError in every test.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from powerdrivers import InvalidSpec
+from powerdrivers import DriverLoadError, InvalidSpec
 from powerdrivers.conformance._settings import KitSettings
 
 
@@ -95,3 +96,19 @@ def test_a_spec_is_not_checked_when_the_kit_spawns_nothing(pytester: pytest.Pyte
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        ("powerdrivers_fake:FakeDrivr", "module 'powerdrivers_fake' has no attribute 'FakeDrivr'"),
+        ("powerdrivers_fak:FakeDriver", "module 'powerdrivers_fak' cannot be imported: ModuleNotFoundError"),
+        ("powerdrivers_fake:", "a driver class is named package.module:Class"),
+        (":FakeDriver", "a driver class is named package.module:Class"),
+        ("powerdrivers:PowerState", "not a subclass of powerdrivers.Driver"),
+    ],
+)
+def test_a_class_path_that_names_no_driver_is_a_driver_load_error(path: str, fragment: str) -> None:
+    expected = re.escape(f"driver {path!r} cannot be loaded: ") + ".*" + re.escape(fragment)
+    with pytest.raises(DriverLoadError, match=expected):
+        KitSettings(driver=path).driver_class()

@@ -49,12 +49,22 @@ class KitSettings:
         return plugin
 
     def connect(self) -> Driver:
-        """Construct the driver as the loader would."""
+        """Construct the driver as the loader would, with ``uri`` and ``options``.
+
+        Raises what :meth:`driver_class` raises, and what the driver's
+        constructor raises: :class:`~powerdrivers.InvalidURI`,
+        :class:`~powerdrivers.InvalidOption` or a
+        :class:`~powerdrivers.HypervisorConnectionError`.
+        """
         options: dict[str, Any] = dict(self.options)
         return self.driver_class()(self.uri, **options)
 
     def instance_spec(self, name: str) -> InstanceSpec:
-        """Return the spec of an instance the kit spawns, named ``name``."""
+        """Return the spec of an instance the kit spawns, named ``name``.
+
+        Raises :class:`~powerdrivers.InvalidSpec` for a key that is not a
+        spec field or a value the spec refuses.
+        """
         values: dict[str, Any] = {}
         metadata = {}
         for key, value in self.spec.items():
@@ -79,14 +89,11 @@ def _import_class(path: str, module_name: str, attribute: str) -> object:
         raise DriverLoadError(
             path, None, f"module {module_name!r} cannot be imported: {type(error).__name__}: {error}"
         ) from None
-    target: object = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except Exception:  # AttributeError, or whatever a module's __getattr__ raises
-            missing = f"module {module_name!r} has no attribute {attribute!r}"
-            raise DriverLoadError(path, None, missing) from None
-    return target
+    try:
+        return getattr(module, attribute)
+    except Exception:  # AttributeError, or whatever a module's __getattr__ raises
+        missing = f"module {module_name!r} has no attribute {attribute!r}"
+        raise DriverLoadError(path, None, missing) from None
 
 
 #: The fields of an InstanceSpec besides its name and metadata.

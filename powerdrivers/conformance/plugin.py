@@ -129,7 +129,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     restored = config.stash.get(_RESTORED, [])
     if not restored:
         return
-    terminalreporter.write_sep("-", "powerdrivers conformance kit: instances after the run")
+    terminalreporter.write_sep("-", "powerdrivers conformance kit: after the run")
     for entry in restored:
         terminalreporter.write_line(entry.message, red=not entry.ok, bold=not entry.ok)
 
