@@ -116,12 +116,15 @@ class HostWorker:
         self._stops: dict[str, float] = {}
         self._awaiting_reboot: dict[str, Cause | None] = {}
         self._deferred: set[str] = set()
+        self._missed: dict[str, Cause | None] = {}
         self._action_failures: dict[str, int] = {}
         self.in_flight: dict[str, Operation] = {}
         self.reachable = True
         self._next_resync = 0.0
         self.ready = threading.Event()
         """Set once the first resync has ended (well or not)."""
+        self.held: set[str] = set()
+        """Instances whose intent a dead keeper left open: the first resync does not act on them."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class HostWorker:
         except Exception:
             _LOG.exception("keeper: host %s: the first resync failed", self.name)
         finally:
+            self.held.clear()
             self.ready.set()
         for view in list(self._views.values()):
             if view.backoff_until is not None:
@@ -172,12 +176,13 @@ class HostWorker:
             try:
                 kind, payload = self._queue.get(timeout=max(0.0, due - now))
             except queue.Empty:
-                self._fire_timers()
-                continue
+                kind, payload = "timers", None
             if kind == "stop":
                 return
             try:
-                self._handle(kind, payload)
+                if kind != "timers":
+                    self._handle(kind, payload)
+                self._fire_timers()
             except StoreError as error:
                 _LOG.error("keeper: host %s: the store failed (%s); nothing was acted on", self.name, error)
             except Exception:
@@ -362,7 +367,14 @@ class HostWorker:
             if is_desired(view.policy, reading.power_state):
                 self._action_failures.pop(instance_id, None)
             return
-        if view.quarantined or instance_id in self.in_flight or view.in_flight is not None:
+        if view.quarantined:
+            return
+        if instance_id in self.in_flight or view.in_flight is not None:
+            # Looked at again when that action ends: the change must not be lost.
+            self._missed[instance_id] = cause
+            return
+        if instance_id in self.held:
+            _LOG.warning("keeper: %s: its last action was interrupted; not issued again", view.name)
             return
         wait = (view.backoff_until - utcnow()).total_seconds() if view.backoff_until else 0.0
         if wait > 0:
@@ -391,13 +403,18 @@ class HostWorker:
             if not view.quarantined:
                 self._action_failures.pop(view.id, None)
             self._evaluate(view.id, None)
+        elif view.in_flight is None and view.id in self._missed and view.id not in self.in_flight:
+            self._evaluate(view.id, self._missed.pop(view.id))
 
     def _on_action_end(self, end: ActionEnd) -> None:
         self.in_flight.pop(end.instance_id, None)
         if end.error is None:
             if end.acted:
                 self._action_failures.pop(end.instance_id, None)
+            if end.instance_id in self._missed:
+                self._evaluate(end.instance_id, self._missed.pop(end.instance_id))
             return
+        self._missed.pop(end.instance_id, None)
         view = self._views.get(end.instance_id)
         if view is None:
             return

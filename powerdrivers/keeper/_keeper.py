@@ -234,6 +234,7 @@ class Keeper:
                 seen = "found the instance gone"
             except PowerDriversError as error:
                 seen = f"could not read the instance: {error}"
+            worker.held.add(action.instance_id)
             self._store.finish_action(
                 action.id,
                 ActionStatus.INTERRUPTED,
