@@ -217,11 +217,40 @@ def test_http_errors_of_the_rrd_handler_are_typed(sim: XapiSimulator, xen: Drive
     assert len(xen.vcpu_stats("legacy-01", window=0.05)) == 1
 
 
+EMPTY = b"<xport><meta><step>5</step><end>0</end><legend/></meta><data/></xport>"
+
+
 def test_a_vm_without_rows_is_a_typed_error(sim: XapiSimulator, xen: Driver) -> None:
-    sim.answer_rrd_updates(b"<xport><meta><step>5</step><end>0</end><legend/></meta><data/></xport>")
+    sim.answer_rrd_updates(EMPTY)
     with pytest.raises(HypervisorError) as caught:
         xen.vcpu_stats("legacy-01", window=0.05)
     assert caught.value.code == "NO_STATISTICS"
+    sim.answer_rrd_updates(EMPTY)
+    with pytest.raises(HypervisorError) as caught:
+        counters(xen, "legacy-01")
+    assert caught.value.code == "NO_STATISTICS"
+    sim.answer_rrd_updates(EMPTY)
+    assert xen.vcpu_counters() == []
+
+
+def test_a_value_xapi_did_not_know_is_unattributed_time(sim: XapiSimulator, xen: Driver) -> None:
+    uuid = sim.vm_record("legacy-01")["uuid"]
+    columns = ["cpu0", *CONTENTION_SOURCES]
+    legend = "".join(f"<entry>AVERAGE:vm:{uuid}:{name}</entry>" for name in columns).encode()
+    sim.answer_rrd_updates(
+        b"<xport><meta><step>5</step><legend>" + legend + b"</legend></meta><data>"
+        b"<row><t>100</t><v>NaN</v><v>0.5</v><v>0</v><v>0</v></row></data></xport>"
+    )
+    (stats,) = xen.vcpu_stats("legacy-01", window=0.05)
+    assert (stats.running, stats.waiting, stats.blocked) == (0.0, 0.0, 0.0)
+
+
+def test_no_running_instance_makes_no_request(xen: Driver, sim: XapiSimulator) -> None:
+    for name in ("web-01", "db-01", "legacy-01"):
+        xen.power_off(name)
+    before = sim.rrd_requests
+    assert xen.vcpu_counters() == []
+    assert sim.rrd_requests == before
 
 
 def test_the_session_reference_is_in_no_log_repr_or_error(
