@@ -96,7 +96,7 @@ class DomainLister:
 
         When some domain is off for a reason that allows a managed-save image,
         one ``listAllDomains`` call names the domains that have one. That query
-        visits every domain, at a tenth to a sixth of the bulk call's cost: where
+        visits every domain, at up to a sixth of the bulk call's cost: where
         the previous listing was large and needed it, it starts at once on a
         thread of its own, so that it overlaps the bulk call.
         """
