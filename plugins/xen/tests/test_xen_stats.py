@@ -334,3 +334,20 @@ def test_a_trickling_rrd_handler_times_out_within_the_whole_call_bound(sim: Xapi
         assert time.monotonic() - began < 2.0
     finally:
         server.close()
+
+
+def test_a_refused_request_to_record_contention_is_logged_once_and_not_raised(
+    sim: XapiSimulator, xen: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # xapi answers rows of a VM it then does not know: recording them is refused (UUID_INVALID).
+    unknown = "00000000-0000-4000-8000-000000000001"
+    answer = (
+        f"<xport><meta><step>5</step><legend><entry>AVERAGE:vm:{unknown}:cpu0</entry></legend></meta>"
+        "<data><row><t>100</t><v>0.5</v></row></data></xport>"
+    ).encode()
+    sim.answer_rrd_updates(answer)
+    sim.answer_rrd_updates(answer)
+    assert xen.vcpu_counters() == []
+    assert xen.vcpu_counters() == []
+    refusals = [r for r in caplog.records if "could not ask xapi to record" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds a clean shutdown waits")
     parser.add_argument(
+        "--rrd-step", type=int, default=5, help="seconds each /rrd_updates row covers (default: 5, as xapi)"
+    )
+    parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (default: never)"
     )
     return parser
@@ -57,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=options.port,
         guest_delay=options.guest_delay,
         shutdown_timeout=options.shutdown_timeout,
+        rrd_step=options.rrd_step,
     )
     with simulator:
         print(f"xapi simulator listening on {simulator.url} (username {options.username!r})", flush=True)
