@@ -196,6 +196,10 @@ def _build_parser() -> argparse.ArgumentParser:
     events = command("events", _cmd_events, "stream lifecycle events")
     events.add_argument("--count", type=_count, default=None, metavar="N", help="stop after N events")
     events.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="stop after S seconds")
+    # The keeper's verbs; their handlers import its store (SQLAlchemy) only when run.
+    from powerdrivers.keeper._cli import register_keeper_commands
+
+    register_keeper_commands(command)
     return parser
 
 
