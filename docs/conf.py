@@ -1,8 +1,10 @@
 """Sphinx configuration for the powerdrivers documentation.
 
 Build with ``make docs`` (``sphinx-build -W --keep-going -b html docs docs/_build/html``):
-warnings are errors. Tables of the model are generated from the code by the
-local extension in ``_ext/powerdrivers_tables.py``.
+warnings are errors. Tables of the model and the drivers' native-state tables
+are generated from the code by the extension the package ships
+(``powerdrivers.sphinxext``); ``_ext/powerdrivers_tables.py`` adds what only
+this documentation needs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "stevedore.sphinxext",
+    "powerdrivers.sphinxext",
     "powerdrivers_tables",
 ]
 

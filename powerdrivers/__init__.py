@@ -37,7 +37,7 @@ from powerdrivers._exceptions import (
     UnsupportedOperation,
 )
 from powerdrivers._loader import NAMESPACE, DriverInfo, available_drivers, load_driver, load_driver_class
-from powerdrivers._native import NativeMapping, NativeStateTable
+from powerdrivers._native import NO_REASON, NativeMapping, NativeStateTable
 from powerdrivers._operations import OPERATION_TABLE, Operation, OperationRule, check_operation, rule_for
 from powerdrivers._outcomes import OperationResult, Outcome
 from powerdrivers._reading import InstanceReading
@@ -64,6 +64,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_DURATION_S",
     "NAMESPACE",
+    "NO_REASON",
     "OPERATION_TABLE",
     "REQUIRED_CAPABILITIES",
     "SUPPORTED_INTERFACE_RANGE",

@@ -310,18 +310,19 @@ def _cmd_drivers(options: argparse.Namespace) -> int:
 
 def _cmd_states(options: argparse.Namespace) -> int:
     name = _driver_name(options, required=False)
-    native = []
-    if name:
-        table = load_driver_class(name).native_states
-        native = [
-            {
-                "native_state": str(row.native_state),
-                "native_reason": row.native_reason,
-                "power_state": row.power_state.value,
-                "transition": row.transition.value if row.transition else None,
-            }
-            for row in table
-        ]
+    rows = list(load_driver_class(name).native_states) if name else []
+    native = [
+        {
+            "native_state": str(row.native_state),
+            "native_reason": row.native_reason if isinstance(row.native_reason, str) else None,
+            "any_reason": row.native_reason is None,
+            "power_state": row.power_state.value,
+            "transition": row.transition.value if row.transition else None,
+            "forced": row.forced,
+            "why": row.why,
+        }
+        for row in rows
+    ]
     operations = [
         {
             "operation": rule.operation.value,
@@ -361,10 +362,10 @@ def _cmd_states(options: argparse.Namespace) -> int:
                 ],
             ),
             (
-                ("NATIVE STATE", "REASON", "POWER STATE", "TRANSITION"),
+                ("NATIVE STATE", "REASON", "POWER STATE", "TRANSITION", "WHY"),
                 [
-                    (n["native_state"], n["native_reason"] or "(any)", n["power_state"], n["transition"])
-                    for n in native
+                    (row.native_state, row.reason_label(), row.power_state.value, row.transition, row.why)
+                    for row in rows
                 ],
             ),
         ),

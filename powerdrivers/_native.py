@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from powerdrivers._reading import InstanceReading
 from powerdrivers._states import PowerState, Transition
@@ -16,11 +17,35 @@ _LOG = logging.getLogger("powerdrivers.native")
 _RESOLVED_MAX = 1024
 
 
+class _NoReason(enum.Enum):
+    """The type of :data:`NO_REASON`: one value, distinct from ``None`` and from every string."""
+
+    NO_REASON = "no reason"
+
+    def __repr__(self) -> str:
+        return "powerdrivers.NO_REASON"
+
+
+#: The ``native_reason`` of a row for readings that come with no reason at all (``None``),
+#: as opposed to ``None`` in a row, which stands for any reason.
+NO_REASON: Final = _NoReason.NO_REASON
+
+
 class NativeMapping(NamedTuple):
     """One row: a native state (and optionally reason) and what it means canonically.
 
-    ``native_reason`` ``None`` is the row for any reason of that state not
-    listed on its own. ``why`` says why the mapping is right; it is rendered
+    ``native_reason`` says which readings of the state the row is for:
+
+    - a string: readings with exactly that reason;
+    - :data:`NO_REASON`: readings that come with no reason (their
+      ``native_reason`` is ``None``);
+    - ``None``: any reason, the state's catch-all: readings whose reason
+      (or lack of one) has no row of its own.
+
+    ``None`` keeps the meaning it has had since interface 1.0 ("any"), so
+    existing tables read as before; a driver that must tell "no reason"
+    apart from "some other reason" adds a :data:`NO_REASON` row. ``why``
+    says why the mapping is right; it is rendered
     into the documentation. ``forced`` says the native value records that the
     instance was stopped without its guest (libvirt's ``shutoff``/``destroyed``):
     a graceful shutdown that finds it so reports ``forced``, and a stop event
@@ -28,11 +53,19 @@ class NativeMapping(NamedTuple):
     """
 
     native_state: str
-    native_reason: str | None
+    native_reason: str | _NoReason | None
     power_state: PowerState
     transition: Transition | None
     why: str = ""
     forced: bool = False
+
+    def reason_label(self) -> str:
+        """Return the row's reason as tables show it: the reason, ``(any)`` or ``(none)``."""
+        if self.native_reason is None:
+            return "(any)"
+        if self.native_reason is NO_REASON:
+            return "(none)"
+        return str(self.native_reason)
 
 
 class NativeStateTable:
@@ -46,7 +79,7 @@ class NativeStateTable:
     def __init__(self, driver: str, rows: Iterable[NativeMapping]) -> None:
         self.driver = driver
         self._rows = tuple(rows)
-        self._index: dict[tuple[str, str | None], NativeMapping] = {}
+        self._index: dict[tuple[str, str | _NoReason | None], NativeMapping] = {}
         for row in self._rows:
             key = (row.native_state, row.native_reason)
             if key in self._index:
@@ -63,13 +96,22 @@ class NativeStateTable:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def row_for(self, native_state: str, native_reason: str | None = None) -> NativeMapping | None:
+        """Return the row a native pair maps by, or ``None`` when the table does not cover it.
+
+        The pair's own row (a reason of ``None`` is looked up as
+        :data:`NO_REASON`), else its state's catch-all (``None``) row.
+        """
+        own = self._index.get((native_state, NO_REASON if native_reason is None else native_reason))
+        return own or self._index.get((native_state, None))
+
     def covers(self, native_state: str, native_reason: str | None = None) -> bool:
         """Whether the pair has a row of its own or its state has a catch-all row."""
-        return (native_state, native_reason) in self._index or (native_state, None) in self._index
+        return self.row_for(native_state, native_reason) is not None
 
     def forced(self, native_state: str, native_reason: str | None = None) -> bool:
         """Whether the pair's row records a stop without the guest (see :class:`NativeMapping`)."""
-        row = self._index.get((native_state, native_reason)) or self._index.get((native_state, None))
+        row = self.row_for(native_state, native_reason)
         return row is not None and row.forced
 
     def lookup(
@@ -80,7 +122,7 @@ class NativeStateTable:
 
     def _resolve(self, native_state: str, native_reason: str | None) -> tuple[PowerState, Transition | None]:
         key = (native_state, native_reason)
-        row = self._index.get(key) or self._index.get((native_state, None))
+        row = self.row_for(native_state, native_reason)
         if row is None:
             if key not in self._warned:
                 self._warned.add(key)
