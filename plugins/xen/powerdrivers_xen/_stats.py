@@ -115,7 +115,7 @@ class XenVcpuStatistics:
         self._monotonic_offset = time.monotonic() - time.time()
 
     def window(self, instance: InstanceReading, window_s: float) -> list[VcpuStats]:
-        """Each VCPU's statistics over the rows that ended in the last ``window_s`` seconds.
+        """Return each VCPU's statistics over the rows that ended in the last ``window_s`` seconds.
 
         xapi's rows are its resolution: the newest row stands for a shorter window, and the
         statistics report the time the rows cover as their window.

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from powerdrivers_xen import _rrd_updates
 from powerdrivers_xen._options import parse_settings
 from powerdrivers_xen._rrd_updates import RrdUpdatesReader
 from powerdrivers_xen._session import XapiSession
@@ -203,6 +204,18 @@ def test_a_malformed_rrd_updates_answer_is_a_typed_error(
         xen.vcpu_stats("legacy-01", window=0.05)
     assert caught.value.code == "MALFORMED_ANSWER"
     assert "rrd_updates" in str(caught.value)
+
+
+def test_an_answer_beyond_the_size_bound_is_refused(
+    sim: XapiSimulator, xen: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_rrd_updates, "MAX_ANSWER_BYTES", 1000)
+    sim.answer_rrd_updates(b"<xport>" + b" " * 2000 + b"</xport>")
+    with pytest.raises(HypervisorError) as caught:
+        xen.vcpu_stats("legacy-01", window=0.05)
+    assert caught.value.code == "ANSWER_TOO_LARGE"
+    monkeypatch.undo()
+    assert len(xen.vcpu_stats("legacy-01", window=0.05)) == 1  # the connection was not reused half-read
 
 
 def test_http_errors_of_the_rrd_handler_are_typed(sim: XapiSimulator, xen: Driver) -> None:
