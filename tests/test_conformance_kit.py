@@ -60,6 +60,13 @@ BROKEN = textwrap.dedent(
             return instance
 
 
+    class NoDelete(FakeDriver):
+        """Reports a delete done and deletes nothing."""
+
+        def _delete(self, instance: InstanceReading) -> None:
+            pass
+
+
     class LeakyDelete(FakeDriver):
         """Forgets a deleted instance in its own connection only: on the hypervisor it still runs."""
 
@@ -133,6 +140,11 @@ def test_the_kit_passes_libvirt_on_its_test_driver(pytester: pytest.Pytester) ->
             "NotImplementedSuspend",
             ["*raised NotImplementedError*must raise powerdrivers.UnsupportedOperation*",
              "*FAILED*test_an_undeclared_capability_is_unsupported?suspend?*"],
+        ),
+        (
+            "NoDelete",
+            ["*delete(*) returned, but the instance is still running (native 'running')*",
+             "*FAILED*test_declared_operation_follows_the_table?delete-running?*"],
         ),
         ("RawError", ["*let an untyped builtins.OSError escape: socket closed*", "*FAILED*"]),
         (
