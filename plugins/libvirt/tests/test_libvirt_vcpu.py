@@ -14,28 +14,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import libvirt
 import pytest
+from libvirt_support.boot_sector import HALT, SPIN, boot_disk, spawn_guest
 from test_libvirt_kvm import kvm, kvm_libvirtd  # noqa: F401 - KVM guests, on a daemon that probed KVM
 
-from powerdrivers import Driver, InstanceSpec, PowerState, VcpuSampler
+from powerdrivers import Driver, PowerState, VcpuSampler
 from powerdrivers._cli import main
-
-READY = "PDVCPU"
-"""What the boot sector writes to the serial port before it spins or halts."""
-SPIN = b"\xeb\xfe"
-"""``jmp $``: the VCPU is always runnable."""
-HALT = b"\xfb\xf4\xeb\xfd"
-"""``sti; hlt; jmp back to hlt``: the VCPU is halted but for the timer's interrupts."""
-BOOT_TIMEOUT_S = 60.0
-"""Seconds SeaBIOS may take to reach the boot sector (slow under software KVM)."""
-_SAY_READY = b"\xba\xf8\x03" + b"".join(b"\xb0" + bytes([c]) + b"\xee" for c in READY.encode())
-"""``mov dx, 0x3f8``, then ``mov al, c; out dx, al`` for each character of READY."""
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +33,6 @@ def disks() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="powerdrivers-vcpu-") as directory:
         Path(directory).chmod(0o755)
         yield Path(directory)
-
-
-def boot_disk(directory: Path, code: bytes) -> Path:
-    """Write a 1 MiB raw disk whose boot sector runs ``code``; return its path."""
-    path = directory / f"boot-{code.hex()}.img"
-    path.write_bytes((_SAY_READY + code).ljust(510, b"\0") + b"\x55\xaa" + bytes(1024 * 1024 - 512))
-    path.chmod(0o644)
-    return path
-
-
-def spawn_guest(driver: Driver, disk: Path) -> str:
-    """Spawn a one-VCPU OS-less guest booting ``disk``; return its name once it runs the boot sector."""
-    name = f"pdtest-{uuid.uuid4().hex[:8]}"
-    console = disk.parent / f"{name}.console"
-    driver.spawn(
-        InstanceSpec(name, vcpus=1, memory_mib=32, disk_image=disk, metadata={"console_log": str(console)})
-    )
-    deadline = time.monotonic() + BOOT_TIMEOUT_S
-    while READY.encode() not in (console.read_bytes() if console.exists() else b""):
-        assert time.monotonic() < deadline, f"{name} did not run its boot sector in {BOOT_TIMEOUT_S} s"
-        time.sleep(0.05)
-    return name
 
 
 def contended_cpu() -> int:
