@@ -78,6 +78,11 @@ SPAWN = ("--powerdrivers-spawn",)
             id="unknown-option",
         ),
         pytest.param(
+            ("--powerdrivers-driver", "fake", "--powerdrivers-option", "=blue", *SPAWN),
+            "ERROR: --powerdrivers-option '=blue' is not KEY=VALUE",
+            id="option-without-a-key",
+        ),
+        pytest.param(
             ("--powerdrivers-driver", "fake", "--powerdrivers-instance", "web-1",
              "--powerdrivers-instance", "no-such-vm"),
             "ERROR: --powerdrivers-instance 'no-such-vm': no instance with id or name 'no-such-vm'; "

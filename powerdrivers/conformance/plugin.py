@@ -58,7 +58,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise pytest.UsageError(f"{flag} {item!r} is not KEY=VALUE")
         pairs[key] = value
     return pairs
