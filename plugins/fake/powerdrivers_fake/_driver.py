@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from powerdrivers import (
     redact_uri,
 )
 from powerdrivers._arguments import check_flag, check_ref
+from powerdrivers_fake._delivery import EventDelivery
 from powerdrivers_fake._engine import FakeEngine
 from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
@@ -101,10 +101,7 @@ class FakeDriver(FakeEngine):
             self.inject_failure(make_error(settings.fail_next, "injected failure (fail_next)"))
         for target, error_name in settings.fail_on.items():
             self.inject_failure(make_error(error_name, f"injected failure of {target}"), target, once=False)
-        self._delivery_lock = threading.Lock()
-        self._delivered = -1
-        self._outbox = deque()
-        self._draining = False
+        self._delivery = EventDelivery(self.event_reporter, self.native_states, self._memory)
         self._next_due = None
         self._dues_changed = True
         self._timers = set()
@@ -113,7 +110,7 @@ class FakeDriver(FakeEngine):
         self._watching = threading.Event()
         self._names = {}
         with self._transaction() as document:
-            self._delivered = document["seq"]
+            self._delivery.start_at(document["seq"])
             self._apply_guest_options(document)
 
     # -- test-double controls ---------------------------------------------
@@ -305,8 +302,8 @@ class FakeDriver(FakeEngine):
     # -- events -------------------------------------------------------------
 
     def _start_native_events(self) -> None:
-        with self._transaction() as document, self._delivery_lock:
-            self._delivered = document["seq"]
+        with self._transaction() as document:
+            self._delivery.start_at(document["seq"])
         if isinstance(self._store, FileStore):
             self._watching.set()
             # The baseline is taken before subscribe() returns, so no later change is missed.

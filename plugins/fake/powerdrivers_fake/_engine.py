@@ -1,7 +1,8 @@
-"""The fake hypervisor's machinery: transactions, guest actions, the event log and its delivery.
+"""The simulated hypervisor: transactions, guest actions, crashes, when each is due, the event log.
 
 :class:`FakeEngine` is the part of the fake driver that its public
-operations and controls (in ``_driver``) are built on.
+operations and controls (in ``_driver``) are built on; the events it logs
+reach listeners through ``_delivery``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +25,7 @@ from powerdrivers import (
     rule_for,
 )
 from powerdrivers._changes import state_change_kind
+from powerdrivers_fake._delivery import EventDelivery
 from powerdrivers_fake._native import FakeNativeState
 from powerdrivers_fake._options import FakeOptions, Latency
 from powerdrivers_fake._shared import SharedOperations
@@ -43,11 +43,12 @@ _GUEST_ACTIONS = {
 
 
 class FakeEngine(Driver):
-    """The fake driver's state machinery; :class:`~powerdrivers_fake.FakeDriver` sets it up.
+    """The fake driver's simulated hypervisor; :class:`~powerdrivers_fake.FakeDriver` sets it up.
 
     Every change happens in a transaction of the store (see :meth:`_transaction`):
     it first settles the guest actions and crashes that are due, logs the events
-    the change amounts to (with their cause) and, once committed, delivers them.
+    the change amounts to (with their cause) and, once committed, hands them to
+    the driver's :class:`~powerdrivers_fake._delivery.EventDelivery`.
     """
 
     _settings: FakeOptions
@@ -59,10 +60,7 @@ class FakeEngine(Driver):
     _latency: Latency
     _delays: bool
     _failures: list[tuple[str | None, PowerDriversError, bool]]
-    _delivery_lock: threading.Lock
-    _delivered: int
-    _outbox: deque[dict[str, Any]]
-    _draining: bool
+    _delivery: EventDelivery
     _next_due: float | None
     _dues_changed: bool
     _timers: set[threading.Timer]
@@ -109,8 +107,8 @@ class FakeEngine(Driver):
         """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
         # Another process's events come with the file; in memory, a transaction that
         # logged nothing has nothing to deliver that another would not deliver itself.
-        if self._memory is None or document["seq"] != seq or self._outbox:
-            self._deliver(document)
+        if self._memory is None or document["seq"] != seq or self._delivery.pending:
+            self._delivery.deliver(document)
 
     def _change(
         self,
@@ -254,48 +252,6 @@ class FakeEngine(Driver):
                 "cause": str(cause) if cause else None,
             }
         )
-
-    def _deliver(self, document: Document) -> None:
-        # Events queue up and one thread at a time publishes them, in order; a
-        # listener that calls back into the driver only adds to the queue. In memory the
-        # log is the live one, which other transactions append to and trim: read it locked.
-        with self._memory.lock if self._memory is not None else nullcontext(), self._delivery_lock:
-            events = document["events"]
-            start = len(events)
-            while start and events[start - 1]["seq"] > self._delivered:
-                start -= 1
-            fresh = events[start:]
-            if fresh:
-                self._delivered = fresh[-1]["seq"]
-                # Nobody listens: nothing to build. A subscriber starts from the present.
-                if self._hub.has_listeners:
-                    self._outbox.extend(fresh)
-            if self._draining or not self._outbox:
-                return
-            self._draining = True
-        try:
-            while True:
-                with self._delivery_lock:
-                    if not self._outbox:
-                        self._draining = False
-                        return
-                    event = self._outbox.popleft()
-                self._publish_record(event)
-        except BaseException:
-            with self._delivery_lock:
-                self._draining = False
-            raise
-
-    def _publish_record(self, event: dict[str, Any]) -> None:
-        reading = self.native_states.reading(
-            event["id"],
-            event["name"],
-            event["state"],
-            event["reason"],
-            observed_at=datetime.fromtimestamp(event["time"], UTC),
-        )
-        cause = Operation(event["cause"]) if event["cause"] else None
-        self._publish(EventKind(event["kind"]), reading, caused_by=cause)
 
     def _plan(self, record: dict[str, Any], action: str, cause: Operation | None) -> None:
         self._dues_changed = True
