@@ -126,3 +126,36 @@ def test_another_process_s_writes_are_seen_through_changes_since(tmp_path: Path,
     assert view.policy is Policy.ALWAYS
     assert view.in_flight is not None and view.in_flight.requested_by == "operator"
     store.close()
+
+
+def test_an_intent_survives_its_process_being_killed_right_after_it_was_recorded(
+    tmp_path: Path, store_url: str
+) -> None:
+    store = SqlStore(store_url)
+    known_instance(store)
+    go = tmp_path / "go"
+    go.touch()
+    script = CHILD.format(
+        body="""
+import os, signal
+action = SqlStore(url).open_action("i-1", "stop", {"force": True}, "worker", status="running")
+print(action.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, store_url, str(go)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -9
+    [opened] = store.open_actions()
+    assert (opened.id, opened.operation, opened.options, opened.status.value) == (
+        int(child.stdout),
+        "stop",
+        {"force": True},
+        "running",
+    )
+    store.close()
