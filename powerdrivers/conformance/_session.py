@@ -83,7 +83,8 @@ class KitSession:
         try:
             self.driver.close()
         except Exception as error:
-            return Restored(self.settings.driver, False, f"closing the driver failed: {_described(error)}")
+            failure = f"closing the connection failed: {_described(error, 'close')}"
+            return Restored(self.settings.driver, False, f"{self.settings.driver}: {failure}")
         return None
 
     def _restore(self, instance_id: str, ref: str, before: PowerState) -> Restored:
