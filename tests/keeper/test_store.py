@@ -18,6 +18,7 @@ from powerdrivers.keeper import (
     SqlStore,
     UnknownInstance,
 )
+from powerdrivers.keeper import _store_ops as store_ops
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -226,6 +227,18 @@ def test_one_open_action_per_instance(store: SqlStore) -> None:
     assert store.open_action("i-1", "stop", {}, "bob").status is ActionStatus.PENDING
 
 
+def test_the_database_itself_refuses_a_second_open_action(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What stops two processes that both looked before either wrote (PostgreSQL's race)."""
+    seen(store)
+    store.open_action("i-1", "start", {}, "alice")
+    monkeypatch.setattr(store_ops, "refuse_in_flight", lambda connection, instance_id: None)
+    with pytest.raises(ActionInFlight, match="already has an action in flight"):
+        store.open_action("i-1", "stop", {}, "bob")
+    assert [a.requested_by for a in store.open_actions()] == ["alice"]
+
+
 def test_bad_actions_are_refused_before_anything_is_written(store: SqlStore) -> None:
     seen(store)
     with pytest.raises(KeeperError, match="opens as pending or running"):
@@ -246,6 +259,8 @@ def test_append_checks_its_fields(store: SqlStore) -> None:
     assert (record.cause, record.to_state, record.detail) == (Cause.RESYNC, PowerState.SHUTOFF, "note")
     with pytest.raises(KeeperError, match="no field 'colour'"):
         store.append("i-1", RecordKind.HOST, T0, colour="red")
+    with pytest.raises(KeeperError, match="detail must be text, not int"):
+        store.append("i-1", RecordKind.HOST, T0, detail=3)
     with pytest.raises(KeeperError, match="to_state must be one of"):
         store.append("i-1", RecordKind.HOST, T0, to_state="sideways")
     with pytest.raises(KeeperError, match="timezone-aware"):
