@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from powerdrivers import InvalidOption, parse_count, redact_uri
 from powerdrivers._cli import EXIT_OK, _argument, _connect, _emit, _format, _positive_seconds
@@ -22,6 +22,7 @@ from powerdrivers.keeper._model import HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._paths import STORE_VARIABLE, default_store_url
 
 if TYPE_CHECKING:
+    from powerdrivers.keeper._keeper import Keeper
     from powerdrivers.keeper._store import SqlStore
 
 #: Adds one subcommand to the ``powerdrivers`` parser: name, handler, help text.
@@ -78,8 +79,7 @@ def _cmd_keep(options: argparse.Namespace) -> int:
                 or f"{socket.gethostname()}/{redact_uri(driver.uri) if driver.uri else driver.name}"
             )
             keeper = Keeper(store, {host: driver}, settings)
-            _announce(options, store.redacted_url, host, driver.name)
-            _run_until_signalled(keeper)
+            _run_until_signalled(keeper, lambda: _announce(options, store.redacted_url, host, driver.name))
     finally:
         store.close()
     return EXIT_OK
@@ -95,12 +95,13 @@ def _announce(options: argparse.Namespace, store: str, host: str, driver: str) -
         sys.stderr.write("powerdrivers: keeping (Ctrl-C to stop)\n")
 
 
-def _run_until_signalled(keeper: Any) -> None:
-    """Run the keeper until SIGINT or SIGTERM, then stop it cleanly."""
+def _run_until_signalled(keeper: Keeper, started: Callable[[], None]) -> None:
+    """Run the keeper until SIGINT or SIGTERM, then stop it cleanly; ``started`` once it runs."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         keeper.start()
+        started()
         while not stop.wait(0.5):
             pass
     finally:
