@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # The stamp files re-run an install only when a pyproject changes.
 $(VENV)/.run-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
-	$(PIP) install -e . -e plugins/fake
+	$(PIP) install -e '.[keeper]' -e plugins/fake
 	touch $@
 
 # The libvirt plugin's C extension is built by its install: its sources count too.

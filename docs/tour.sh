@@ -5,7 +5,7 @@
 set -euo pipefail
 
 state_dir=$(mktemp -d)
-trap 'kill "${events_pid:-}" 2>/dev/null || true; rm -rf "$state_dir"' EXIT
+trap 'kill "${events_pid:-}" "${keeper_pid:-}" 2>/dev/null || true; rm -rf "$state_dir"' EXIT
 export POWERDRIVERS_DRIVER=fake
 export POWERDRIVERS_URI="fake://$state_dir/state.json"
 
@@ -47,3 +47,27 @@ wait "$events_pid" || true
 echo
 echo "# The events the other process saw; caused_by_operation tells our own operations from outages:"
 cat "$state_dir/events.jsonl"
+
+echo
+echo "# The power keeper (powerdrivers[keeper]) keeps instances at a run policy and records why"
+echo "# things happen. It runs in the foreground of its own process; its store is a database."
+export POWERDRIVERS_STORE="sqlite:///$state_dir/keeper.db"
+echo "\$ powerdrivers keep --host tour &"
+powerdrivers keep --host tour > "$state_dir/keeper.out" 2>&1 &
+keeper_pid=$!
+for _ in $(seq 100); do grep -q '^host:' "$state_dir/keeper.out" && break; sleep 0.2; done
+cat "$state_dir/keeper.out"
+echo
+echo "# web-1 is off since its shutdown above. Keep it running, always:"
+say powerdrivers policy web-1 always
+sleep 1
+echo
+echo "# Tell the fake's web-1 to crash a second from now, as a guest kernel panic would:"
+say powerdrivers -o crash=web-1 -o crash_after=1 info web-1
+sleep 2.5
+echo
+echo "# The keeper restarted it at once (a first crash is not backed off) and recorded why:"
+say powerdrivers info web-1
+say powerdrivers history web-1
+kill -INT "$keeper_pid"
+wait "$keeper_pid"
