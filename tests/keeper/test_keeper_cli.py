@@ -182,3 +182,18 @@ def test_a_keeper_killed_between_intent_and_completion_leaves_an_intent_closed_i
                 assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
         finally:
             store.close()
+
+
+def test_the_cli_and_its_help_never_import_the_database_libraries() -> None:
+    probe = (
+        "import sys, contextlib, io\n"
+        "import powerdrivers\n"
+        "assert 'powerdrivers.keeper' not in sys.modules\n"
+        "from powerdrivers._cli import main\n"
+        "for argv in (['--help'], ['keep', '--help'], ['history', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"
