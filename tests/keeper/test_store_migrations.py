@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -73,8 +71,13 @@ def test_a_database_at_an_older_revision_is_upgraded_when_the_store_opens_it(sto
     engine.dispose()
 
 
-def test_an_operator_s_own_alembic_run_upgrades_the_same_way(store_url: str, tmp_path: Path) -> None:
+def test_an_operator_s_own_alembic_run_upgrades_the_same_way(store_url: str) -> None:
     command.upgrade(alembic_config(store_url), "head")
+    engine = create_engine(store_url)
+    with engine.connect() as connection:  # the store's own engine made the file: WAL
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert differences(connection) == []
+    engine.dispose()
     store = SqlStore(store_url)
     assert store.hosts() == []
     store.close()

@@ -9,9 +9,10 @@ one transaction under a lock, so processes opening one new database at once migr
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 
 from powerdrivers.keeper._schema import metadata
+from powerdrivers.keeper._store_db import StoreLocation, create_store_engine
 
 #: The PostgreSQL advisory lock key serialising migrations ("pdkeeper" in ASCII).
 _PG_MIGRATION_LOCK = 0x70646B6565706572
@@ -32,7 +33,8 @@ def _run() -> None:
     if given is not None:
         _migrate(given)
         return
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    # The store's own engine: on SQLite, the same WAL, timeout and write lock as the store takes.
+    engine = create_store_engine(StoreLocation(context.config.get_main_option("sqlalchemy.url") or ""))
     try:
         with engine.connect() as connection:
             _migrate(connection)
