@@ -1,8 +1,8 @@
 """Reporting the events the fake hypervisor logs to the driver's listeners.
 
-The simulated hypervisor (``_engine``) logs each change in its state, with its
-cause; :class:`EventDelivery` is the driver's side: it turns the logged events
-into readings and reports them through the driver's
+The driver logs each change of the simulated hypervisor (``_hypervisor``) that
+is an event, with its cause, in the hypervisor's event log; :class:`EventDelivery`
+turns the logged events into readings and reports them through the driver's
 :class:`~powerdrivers.EventReporter`, each once and in the order logged.
 """
 

@@ -1,4 +1,11 @@
-"""The fake driver: a complete, contract-abiding hypervisor that lives in memory or a file."""
+"""The fake driver: a complete, contract-abiding hypervisor that lives in memory or a file.
+
+:class:`FakeDriver` translates between the core's contract and its simulated
+hypervisor (``_hypervisor``): it checks each operation against the table,
+attributes the changes it makes, reads records as instance readings, injects
+faults (``_faults``), decides which changes are events and hands those to
+``_delivery``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +14,46 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlsplit
 
 from powerdrivers import (
     Capability,
+    Driver,
     EventKind,
     InstanceReading,
     InstanceSpec,
     InstanceVcpuCounters,
     InvalidSpec,
-    InvalidURI,
     Operation,
     OperationResult,
     PowerDriversError,
+    Transition,
     check_operation,
-    redact_uri,
+    rule_for,
 )
 from powerdrivers._arguments import check_flag, check_ref
+from powerdrivers._changes import state_change_kind
 from powerdrivers_fake._delivery import EventDelivery
-from powerdrivers_fake._engine import FakeEngine
+from powerdrivers_fake._faults import Faults
 from powerdrivers_fake._filestore import FileStore
+from powerdrivers_fake._hypervisor import FakeHypervisor
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
-from powerdrivers_fake._options import FakeOptions, latency_between, make_error, parse_options
-from powerdrivers_fake._seed import new_record, seed_document
-from powerdrivers_fake._shared import SharedOperations
+from powerdrivers_fake._open import open_store
+from powerdrivers_fake._options import make_error, parse_options
+from powerdrivers_fake._seed import new_record
 from powerdrivers_fake._stats import read_counters
-from powerdrivers_fake._store import Document, MemoryStore, Store
+from powerdrivers_fake._store import Document, MemoryStore
 from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
 _LOG = logging.getLogger("powerdrivers.fake")
 _S = FakeNativeState
+#: The native reasons of a guest that restarted while it kept running: a REBOOTED event.
+_RESTART_REASONS = frozenset({"rebooted", "reset"})
+#: The guest-dependent operations, as the guest actions they ask for.
+_GUEST_ACTIONS = {Operation.SHUTDOWN: "shutdown", Operation.REBOOT: "reboot"}
 
 
-class FakeDriver(FakeEngine):
+class FakeDriver(Driver):
     """A fake hypervisor for tests, CI and demos, held to the same contract as real drivers.
 
     URIs: ``fake:///`` (or none) keeps state in memory, private to this
@@ -86,32 +98,24 @@ class FakeDriver(FakeEngine):
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         settings = parse_options(options)
         super().__init__(uri, poll_interval_s=settings.poll_interval)
-        self._settings = settings
-        self._store = _open_store(uri, settings)
-        self._memory = self._store if isinstance(self._store, MemoryStore) else None
-        self._shared = SharedOperations() if self._memory is None else None
+        self._poll_interval = settings.poll_interval
+        store = open_store(uri, settings)
         if settings.fail_connect:
             raise make_error(
                 settings.fail_connect, f"injected {settings.fail_connect} failure connecting to fake"
             )
-        self._latency = settings.latency
-        self._delays = bool(settings.latency.low or settings.latency.high)
-        self._failures = []
-        if settings.fail_next:
-            self.inject_failure(make_error(settings.fail_next, "injected failure (fail_next)"))
-        for target, error_name in settings.fail_on.items():
-            self.inject_failure(make_error(error_name, f"injected failure of {target}"), target, once=False)
+        self._faults = Faults(settings)
+        self._hypervisor = FakeHypervisor(
+            store, settings, on_change=self._state_changed, on_commit=self._committed
+        )
+        self._store = store
+        self._memory = self._hypervisor.memory
         self._delivery = EventDelivery(self.event_reporter, self.native_states, self._memory)
-        self._next_due = None
-        self._dues_changed = True
-        self._timers = set()
-        self._timers_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._watching = threading.Event()
-        self._names = {}
-        with self._transaction() as document:
+        with self._hypervisor.transaction() as document:
             self._delivery.start_at(document["seq"])
-            self._apply_guest_options(document)
+            self._hypervisor.apply_guest_options(document)
 
     # -- test-double controls ---------------------------------------------
 
@@ -124,11 +128,11 @@ class FakeDriver(FakeEngine):
         otherwise an :class:`~powerdrivers.Operation`, ``"read"`` or
         ``"vcpu_stats"``. With ``once`` false the failure stays.
         """
-        self._failures.append((str(operation) if operation is not None else None, error, once))
+        self._faults.add(error, str(operation) if operation is not None else None, once=once)
 
     def clear_failures(self) -> None:
         """Remove every injected failure."""
-        self._failures.clear()
+        self._faults.clear()
 
     def set_latency(self, low: float, high: float | None = None) -> None:
         """Add ``low`` seconds (or a uniform delay in ``low..high``) to every call.
@@ -136,23 +140,22 @@ class FakeDriver(FakeEngine):
         Each bound is at most a minute; bad bounds raise :class:`~powerdrivers.InvalidOption`
         and leave the latency as it was.
         """
-        self._latency = latency_between(low, low if high is None else high)
-        self._delays = bool(self._latency.low or self._latency.high)
+        self._faults.set_latency(low, low if high is None else high)
 
     def set_cooperative(self, ref: str, cooperative: bool) -> None:
         """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
         ref, cooperative = check_ref(ref), check_flag("cooperative", cooperative)
-        with self._transaction() as document:
-            record = self._writable(document, self._find(document, ref))
+        with self._hypervisor.transaction() as document:
+            record = self._hypervisor.writable(document, self._find(document, ref))
             record["guest"] = "cooperative" if cooperative else "uncooperative"
 
     def crash(self, ref: str) -> InstanceReading:
         """Crash a running instance now, as a guest kernel panic would."""
         ref = check_ref(ref)
-        with self._transaction() as document:
-            record = self._writable(document, self._find(document, ref))
+        with self._hypervisor.transaction() as document:
+            record = self._hypervisor.writable(document, self._find(document, ref))
             check_operation(record["name"], Operation.POWER_OFF, self._reading(record).power_state, None)
-            self._set_state(document, record, _S.CRASHED, "panicked", cause=None)
+            self._hypervisor.set_state(document, record, _S.CRASHED, "panicked", None)
         return self.get_instance(record["id"])
 
     # -- guest-dependent operations, shared with other processes ----------------
@@ -179,7 +182,7 @@ class FakeDriver(FakeEngine):
     @contextmanager
     def _sharing(self) -> Iterator[None]:
         """Remove what the block's guest requests wrote into the state file when it ends, however."""
-        shared = self._shared
+        shared = self._hypervisor.shared
         if shared is None:
             yield
             return
@@ -190,7 +193,7 @@ class FakeDriver(FakeEngine):
             shared.end_call(tokens)
             if tokens:
                 try:
-                    with self._transaction() as document:
+                    with self._hypervisor.transaction() as document:
                         shared.release(document, tokens)
                 except PowerDriversError as error:
                     # This driver's later transactions drop the entry (it is no longer live).
@@ -199,21 +202,21 @@ class FakeDriver(FakeEngine):
     # -- reading ------------------------------------------------------------
 
     def _read_all(self) -> list[InstanceReading]:
-        self._call("read")
+        self._faults.call("read")
         memory = self._quiet_memory()
         if memory is not None:
             with memory.lock:
                 return [self._reading(record) for record in memory.committed["instances"].values()]
-        with self._transaction() as document:
+        with self._hypervisor.transaction() as document:
             return [self._reading(record) for record in document["instances"].values()]
 
     def _read_one(self, ref: str) -> InstanceReading:
-        self._call("read")
+        self._faults.call("read")
         memory = self._quiet_memory()
         if memory is not None:
             with memory.lock:
                 return self._reading(self._find(memory.committed, ref))
-        with self._transaction() as document:
+        with self._hypervisor.transaction() as document:
             return self._reading(self._find(document, ref))
 
     def _quiet_memory(self) -> MemoryStore | None:
@@ -223,20 +226,37 @@ class FakeDriver(FakeEngine):
         (a file others write, an action due) a read settles what is due, so it
         is a transaction.
         """
-        due = self._next_due
+        due = self._hypervisor.next_due
         if self._memory is not None and (due is None or time.time() < due):
             return self._memory
         return None
 
+    def _find(self, document: Document, ref: str) -> dict[str, Any]:
+        """Return the record of the instance ``ref`` names; raise InstanceNotFound if none."""
+        return self._hypervisor.find(document, ref)
+
+    def _reading(self, record: dict[str, Any]) -> InstanceReading:
+        reading = self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
+        if reading.transition is None and self._hypervisor.shared is not None:
+            transition = self._in_flight_elsewhere(record["id"])
+            if transition is not None:
+                return reading._replace(transition=transition)
+        return reading
+
+    def _in_flight_elsewhere(self, instance_id: str) -> Transition | None:
+        """Return the transition of an operation another process (or driver) has in flight on the instance."""
+        shared = self._hypervisor.shared
+        operation = shared.in_flight(instance_id) if shared is not None else None
+        return None if operation is None else rule_for(operation).transition
+
     # -- operations -----------------------------------------------------------
 
     def _start(self, instance: InstanceReading) -> InstanceReading:
-        self._call(Operation.START)
-        with self._transaction() as document:
+        self._faults.call(Operation.START)
+        with self._hypervisor.transaction() as document:
             record, cause = self._target(document, instance, Operation.START)
-            resumed = record["state"] == _S.SUSPENDED
-            self._set_state(document, record, _S.RUNNING, "restored" if resumed else "booted", cause)
-            self._arm_crash(record)
+            reason = "restored" if record["state"] == _S.SUSPENDED else "booted"
+            self._hypervisor.set_state(document, record, _S.RUNNING, reason, cause)
         return self._reading(record)
 
     def _power_off(self, instance: InstanceReading) -> InstanceReading:
@@ -249,7 +269,7 @@ class FakeDriver(FakeEngine):
         self._ask_guest(instance, Operation.REBOOT)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading:
-        return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset", kind=EventKind.REBOOTED)
+        return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset")
 
     def _pause(self, instance: InstanceReading) -> InstanceReading:
         return self._change(instance, Operation.PAUSE, _S.PAUSED, "user")
@@ -269,40 +289,117 @@ class FakeDriver(FakeEngine):
                 f"the fake takes at most {MAX_VCPUS} vcpus and {MAX_MEMORY_MIB} MiB of memory, "
                 f"not {spec.vcpus} and {spec.memory_mib}"
             )
-        self._call(Operation.SPAWN)
-        with self._transaction() as document:
+        self._faults.call(Operation.SPAWN)
+        with self._hypervisor.transaction() as document:
             if any(record["name"] == spec.name for record in document["instances"].values()):
                 raise InvalidSpec(f"an instance named {spec.name!r} already exists")
             record = new_record(spec.name, _S.RUNNING, "booted", vcpus=spec.vcpus, memory_mib=spec.memory_mib)
-            self._store.put(document, record)
-            self._arm_crash(record)
-            self._append_event(document, record, EventKind.SPAWNED, Operation.SPAWN)
+            self._hypervisor.add(document, record)
+            self._log_event(document, record, EventKind.SPAWNED, Operation.SPAWN)
             return self._reading(record)
 
     def _delete(self, instance: InstanceReading) -> None:
-        self._call(Operation.DELETE)
-        with self._transaction() as document:
+        self._faults.call(Operation.DELETE)
+        with self._hypervisor.transaction() as document:
             record, cause = self._target(document, instance, Operation.DELETE)
-            self._store.remove(document, record["id"])
-            self._dues_changed = True
-            record.update(state=_S.SHUTOFF, reason="deleted", pending=None, crash_at=None)
-            self._append_event(document, record, EventKind.DELETED, cause)
+            self._hypervisor.remove(document, record)
+            self._log_event(document, record, EventKind.DELETED, cause)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
-        self._call("vcpu_stats")
-        with self._transaction() as document:
+        self._faults.call("vcpu_stats")
+        with self._hypervisor.transaction() as document:
             [counters] = read_counters([self._find(document, instance.id)])
         return counters
 
     def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
-        self._call("vcpu_stats")
-        with self._transaction() as document:
+        self._faults.call("vcpu_stats")
+        with self._hypervisor.transaction() as document:
             return read_counters(r for r in document["instances"].values() if r["state"] == _S.RUNNING)
+
+    def _change(
+        self, instance: InstanceReading, operation: Operation, state: FakeNativeState, reason: str
+    ) -> InstanceReading:
+        """Carry out ``operation``, which puts the instance in ``state`` for ``reason``."""
+        self._faults.call(operation)
+        with self._hypervisor.transaction() as document:
+            record, cause = self._target(document, instance, operation)
+            self._hypervisor.set_state(document, record, state, reason, cause)
+        return self._reading(record)
+
+    def _ask_guest(self, instance: InstanceReading, operation: Operation) -> None:
+        """Ask the instance's guest to carry out ``operation``, a graceful shutdown or a soft reboot."""
+        self._faults.call(operation)
+        with self._hypervisor.transaction() as document:
+            record, cause = self._target(document, instance, operation)
+            shared = self._hypervisor.shared
+            if shared is not None:
+                shared.share(document, record["id"], operation)
+            self._hypervisor.ask_guest(document, record, _GUEST_ACTIONS[operation], cause)
+
+    def _target(
+        self, document: Document, instance: InstanceReading, operation: Operation
+    ) -> tuple[dict[str, Any], Operation | None]:
+        """Return the instance's record, writable, and the operation its events are attributed to.
+
+        That is the operation the calling thread carries out on the instance
+        (a shutdown's force-off fallback belongs to the shutdown), else
+        ``operation`` itself; never another thread's operation that merely
+        runs meanwhile. Raises :class:`~powerdrivers.InvalidStateTransition`
+        if the instance, as it is now, refuses ``operation``.
+        """
+        record = self._hypervisor.writable(document, self._find(document, instance.id))
+        # Another process (or thread) may have changed the instance since the core checked it.
+        state, transition = self.native_states.lookup(record["state"], record["reason"])
+        if transition is None and self._hypervisor.shared is not None:
+            transition = self._in_flight_elsewhere(record["id"])
+        check_operation(record["name"], operation, state, transition)
+        return record, self._tracker.own_operation(record["id"]) or operation
 
     # -- events -------------------------------------------------------------
 
+    def _state_changed(
+        self, document: Document, record: dict[str, Any], before: tuple[str, str], cause: str | None
+    ) -> None:
+        """Log the event a change of the instance's native state amounts to, if any."""
+        if not self._logging_events():
+            return
+        reason = record["reason"]
+        kind: EventKind | None
+        if reason in _RESTART_REASONS:
+            kind = EventKind.REBOOTED
+        else:
+            lookup = self.native_states.lookup
+            kind = state_change_kind(lookup(*before), lookup(record["state"], reason))
+        if kind is not None:
+            self._log_event(document, record, kind, Operation(cause) if cause else None)
+
+    def _log_event(
+        self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
+    ) -> None:
+        if not self._logging_events():
+            return
+        if cause is not None and kind not in rule_for(cause).events:
+            # An operation is credited only with the kinds of event it causes.
+            cause = None
+        self._hypervisor.log_event(document, record, str(kind), str(cause) if cause else None)
+
+    def _logging_events(self) -> bool:
+        """Whether changes go to the event log: always in a file, in memory only for listeners.
+
+        Checked inside the transaction: a subscriber starts from the sequence number
+        its own transaction sees, so one arriving meanwhile misses nothing.
+        """
+        return self._memory is None or self._hub.has_listeners
+
+    def _committed(self, document: Document, seq: int) -> None:
+        """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
+        # Another process's events come with the file; in memory, a transaction that
+        # logged nothing has nothing to deliver that another would not deliver itself.
+        if self._memory is None or document["seq"] != seq or self._delivery.pending:
+            self._delivery.deliver(document)
+
     def _start_native_events(self) -> None:
-        with self._transaction() as document:
+        with self._hypervisor.transaction() as document:
             self._delivery.start_at(document["seq"])
         if isinstance(self._store, FileStore):
             self._watching.set()
@@ -320,46 +417,13 @@ class FakeDriver(FakeEngine):
         self._watcher = None
 
     def _close(self) -> None:
-        with self._timers_lock:
-            timers, self._timers = self._timers, set()
-        for timer in timers:
-            timer.cancel()
+        self._hypervisor.close()
 
     def _watch(self, fingerprint: object) -> None:
         while self._watching.is_set():
-            time.sleep(self._settings.poll_interval)
+            time.sleep(self._poll_interval)
             current = self._store.fingerprint()
-            due = self._next_due is not None and time.time() >= self._next_due
-            if current != fingerprint or due:
+            due = self._hypervisor.next_due
+            if current != fingerprint or (due is not None and time.time() >= due):
                 fingerprint = current
-                self._tick()
-
-
-def _open_store(uri: str | None, settings: FakeOptions) -> Store:
-    def seed() -> Document:
-        return seed_document(settings.seed, settings.instances)
-
-    if uri is None:
-        return MemoryStore(seed)
-    try:
-        parts = urlsplit(uri)
-    except ValueError as error:
-        raise InvalidURI(f"{redact_uri(uri)!r} is not a URI: {error}") from None
-    if parts.scheme != "fake" or parts.netloc or parts.query or parts.fragment:
-        raise InvalidURI(
-            f"the fake driver takes fake:/// or fake:///path/to/state.json, not {redact_uri(uri)!r}"
-        )
-    if parts.path in ("", "/"):
-        return MemoryStore(seed)
-    # Everything is checked before the store creates a file (its lock) beside the path.
-    text = unquote(parts.path)
-    if "\0" in text:
-        raise InvalidURI(f"fake state path {text!r} contains a NUL character")
-    path = Path(text)
-    try:
-        directory = text.endswith("/") or path.is_dir()
-    except OSError as error:
-        raise InvalidURI(f"fake state path {text!r} cannot be used: {error.strerror}") from None
-    if directory:
-        raise InvalidURI(f"fake state path {text} is a directory; name a .json file in it")
-    return FileStore(path, seed)
+                self._hypervisor.tick()

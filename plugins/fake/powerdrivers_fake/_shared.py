@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from powerdrivers import Operation, Transition, rule_for
+from powerdrivers import Operation
 from powerdrivers_fake._processes import process_alive, this_process
 from powerdrivers_fake._store import Document
 
@@ -107,10 +107,9 @@ class SharedOperations:
             entry["id"]: Operation(entry["operation"]) for entry in kept if entry["owner"] != owner
         }
 
-    def transition(self, instance_id: str) -> Transition | None:
-        """Return the transition of an operation another driver or process has in flight on the instance."""
-        operation = self._others.get(instance_id) if self._others else None
-        return None if operation is None else rule_for(operation).transition
+    def in_flight(self, instance_id: str) -> Operation | None:
+        """Return the operation another driver or process has in flight on the instance, if any."""
+        return self._others.get(instance_id) if self._others else None
 
 
 def _store(document: Document, entries: list[dict[str, Any]]) -> None:
