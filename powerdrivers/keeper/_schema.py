@@ -2,7 +2,9 @@
 
 Written for SQLite and PostgreSQL alike: enums are stored as their text values (no database enum
 types, no CHECK constraints to migrate), times as UTC, and the one-open-action rule is a partial
-unique index, which both databases enforce across processes.
+unique index, which both databases enforce across processes. What a hypervisor or a driver says
+(names, native states and reasons, outcomes) is unbounded text: PostgreSQL enforces a VARCHAR's
+length where SQLite does not, and a long VM name must not fail on one database only.
 """
 
 from __future__ import annotations
@@ -90,11 +92,11 @@ instances = Table(
     metadata,
     Column("id", String(_NAME), primary_key=True),
     Column("host", String(_NAME), ForeignKey("hosts.name"), nullable=False),
-    Column("name", String(_NAME), nullable=False),
+    Column("name", Text, nullable=False),
     Column("power_state", String(_ENUM), nullable=False),
     Column("transition", String(_ENUM), nullable=True),
-    Column("native_state", String(_NAME), nullable=False),
-    Column("native_reason", String(_NAME), nullable=True),
+    Column("native_state", Text, nullable=False),
+    Column("native_reason", Text, nullable=True),
     Column("observed_at", UtcDateTime, nullable=False),
     Column("policy", String(_ENUM), nullable=False),
     Column("stale", Boolean, nullable=False),
@@ -123,7 +125,7 @@ actions = Table(
     Column("requested_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime, nullable=True),
     Column("ended_at", UtcDateTime, nullable=True),
-    Column("outcome", String(_NAME), nullable=True),
+    Column("outcome", Text, nullable=True),
     Column("error", Text, nullable=True),
     Index("ix_actions_instance_id", "instance_id"),
 )
@@ -138,11 +140,11 @@ history = Table(
     Column("kind", String(_ENUM), nullable=False),
     Column("from_state", String(_ENUM), nullable=True),
     Column("to_state", String(_ENUM), nullable=True),
-    Column("native_state", String(_NAME), nullable=True),
-    Column("native_reason", String(_NAME), nullable=True),
+    Column("native_state", Text, nullable=True),
+    Column("native_reason", Text, nullable=True),
     Column("cause", String(_ENUM), nullable=True),
     Column("operation", String(_NAME), nullable=True),
-    Column("outcome", String(_NAME), nullable=True),
+    Column("outcome", Text, nullable=True),
     Column("requested_by", String(_NAME), nullable=True),
     Column("detail", Text, nullable=True),
     # One instance's records newest first, and paging back by id, are walks of this index.

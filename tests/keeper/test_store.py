@@ -83,6 +83,20 @@ def test_observation_creates_a_manual_instance_and_appends_its_record(store: Sql
     assert [r.id for r in store.history("i-1")] == [again.id, record.id]
 
 
+def test_what_a_hypervisor_says_is_kept_whatever_its_length(store: SqlStore) -> None:
+    store.register_host("h1", "fake", None)
+    long = "x" * 2000
+    store.record_observation(
+        "h1",
+        InstanceReading("i-1", long, PowerState.SHUTOFF, None, long, long, T0),
+        previous=None,
+        cause=Cause.APPEARED,
+    )
+    view = store.instance("i-1")
+    assert (view.name, view.native_state, view.native_reason) == (long, long, long)
+    assert store.history("i-1")[0].native_reason == long
+
+
 def test_observation_on_an_unregistered_host_is_refused_and_writes_nothing(store: SqlStore) -> None:
     with pytest.raises(KeeperError, match="no host named 'nowhere'"):
         store.record_observation("nowhere", reading(), previous=None, cause=Cause.APPEARED)

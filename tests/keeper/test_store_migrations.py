@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, text
 
 from powerdrivers.keeper import StoreError
@@ -81,6 +82,11 @@ def test_an_operator_s_own_alembic_run_upgrades_the_same_way(store_url: str) -> 
     store = SqlStore(store_url)
     assert store.hosts() == []
     store.close()
+
+
+def test_migrations_do_not_run_offline(store_url: str) -> None:
+    with pytest.raises(CommandError, match="online only"):
+        command.upgrade(alembic_config(store_url), "head", sql=True)
 
 
 def test_a_database_from_a_newer_version_is_refused_not_guessed_at(store_url: str) -> None:

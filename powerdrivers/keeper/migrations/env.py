@@ -9,6 +9,7 @@ one transaction under a lock, so processes opening one new database at once migr
 from __future__ import annotations
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 
 from powerdrivers.keeper._schema import metadata
@@ -43,5 +44,5 @@ def _run() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("the keeper's store migrations run online only (the store upgrades itself on open)")
+    raise CommandError("the keeper's store migrations run online only (the store upgrades itself on open)")
 _run()
