@@ -1,7 +1,8 @@
 """The keeper's store (issue 12's targets 2 and 4), on an SQLite file, against raw sqlite3 calls.
 
 K2: an event's observation stored and its history record committed (``record_observation``,
-one transaction), p99, beside one raw ``INSERT`` + ``COMMIT`` of a row of the same width on a
+one transaction, with a retention of 100, so that most appends also trim the oldest record),
+p99, beside one raw ``INSERT`` + ``COMMIT`` of a row of the same width on a
 file with the same settings (WAL, ``synchronous = NORMAL``), in the same rounds.
 
 K4: one instance's newest 100 history records (``history``), with 1,000,000 records in the
@@ -32,11 +33,14 @@ TARGET_QUERY_MS = 10.0
 INSTANCES = 1000
 RECORDS_EACH = 1000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+#: K2's retention: past the first 100 rounds, every append also trims the oldest record.
+TRIMMING_RETENTION = 100
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlStore]:
-    opened = SqlStore(f"sqlite:///{tmp_path / 'keeper.db'}")
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SqlStore]:
+    retention = getattr(request, "param", RECORDS_EACH)
+    opened = SqlStore(f"sqlite:///{tmp_path / 'keeper.db'}", retention=retention)
     opened.register_host("h1", "fake", None)
     yield opened
     opened.close()
@@ -50,6 +54,7 @@ def _raw_connection(path: Path) -> sqlite3.Connection:
 
 
 @pytest.mark.benchmark(group="K2 keeper store commit")
+@pytest.mark.parametrize("store", [TRIMMING_RETENTION], indirect=True)
 def bench_keeper_observation_committed(benchmark: Any, store: SqlStore, tmp_path: Path) -> None:
     """An observation of a state change, from the call to its committed history record."""
     states = [PowerState.RUNNING, PowerState.SHUTOFF]
@@ -84,7 +89,8 @@ def bench_keeper_observation_committed(benchmark: Any, store: SqlStore, tmp_path
             f"p50 {ms(median(rounds.subject))}, max {ms(max(rounds.subject))}; one raw sqlite3 "
             f"INSERT + COMMIT: p50 {ms(median(rounds.baselines['raw']))}, p99 "
             f"{ms(percentile(rounds.baselines['raw'], 99))}; ratio to it (median) "
-            f"{median(rounds.ratios('raw')):.1f}; {len(rounds.subject)} rounds"
+            f"{median(rounds.ratios('raw')):.1f}; {len(rounds.subject)} rounds, retention "
+            f"{TRIMMING_RETENTION} (each append past the first 100 trims)"
         ),
         raw={"p50_s": median(rounds.subject), "p99_s": p99, "rounds": len(rounds.subject)},
     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import exc
 
-from powerdrivers.keeper import StoreError, StoreUnavailable
+from powerdrivers import InstanceReading, PowerState
+from powerdrivers.keeper import Cause, StoreError, StoreUnavailable
+from powerdrivers.keeper import _store_db as store_db
 from powerdrivers.keeper._store import SqlStore, open_store
 from powerdrivers.keeper._store_db import StoreLocation
 
@@ -91,4 +95,31 @@ def test_the_store_s_repr_shows_the_url_redacted(tmp_path: Path) -> None:
     store = SqlStore(f"sqlite:///{tmp_path / 'k.db'}", retention=7)
     assert repr(store) == f"SqlStore('sqlite:///{tmp_path / 'k.db'}', retention=7)"
     assert store.redacted_url == f"sqlite:///{tmp_path / 'k.db'}" and store.retention == 7
+    store.close()
+
+
+def test_a_store_locked_by_another_writer_is_unavailable_and_records_no_intent(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT_S", 0.2)
+    store = SqlStore(store_url)
+    store.register_host("h1", "fake", None)
+    store.record_observation(
+        "h1",
+        InstanceReading("i-1", "one", PowerState.RUNNING, None, "running", None, datetime.now(UTC)),
+        previous=None,
+        cause=Cause.APPEARED,
+    )
+    other = sqlite3.connect(tmp_path / "keeper.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(
+            StoreUnavailable, match="cannot record an intent to start 'i-1': database is locked"
+        ):
+            store.open_action("i-1", "start", {}, "keeper")
+        assert store.open_actions() == []  # reads go on meanwhile (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.open_action("i-1", "start", {}, "keeper").status.value == "pending"
     store.close()
