@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -380,3 +381,34 @@ def test_changes_since_names_instances_whose_policy_quarantine_or_actions_change
     assert store.changes_since(cursor) == (cursor, [])
     with pytest.raises(InvalidOption):
         store.changes_since(-1)
+
+
+def test_threads_share_one_store(store_url: str) -> None:
+    """The keeper's threads write through one store at once: every write lands, retention holds."""
+    store = SqlStore(store_url, retention=15)
+    names = [f"i-{n}" for n in range(8)]
+    for name in names:
+        seen(store, name)
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        try:
+            for n in range(20):
+                store.append(name, RecordKind.HOST, T0, detail=str(n))
+            opened = store.open_action(name, "start", {}, name)
+            store.finish_action(opened.id, ActionStatus.DONE, T0)
+        except BaseException as error:  # reported by the test, not lost in a thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for name in names:
+        records = store.history(name, limit=100)
+        assert len(records) == 15
+        assert records[0].kind is RecordKind.ACTION and records[1].detail == "19"
+    assert store.open_actions() == []
+    store.close()
