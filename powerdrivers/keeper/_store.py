@@ -115,13 +115,16 @@ class SqlStore:
     def set_host_reachable(self, name: str, reachable: bool, at: datetime, error: str | None = None) -> bool:
         """Record whether the host answers; when it stops, its instances turn stale (and back).
 
-        Each instance gets a ``host`` record. Returns whether the host's reachability changed
-        (nothing is written when it did not). Raises ``KeeperError`` for an unregistered host.
+        Each instance gets a ``host`` record. Returns whether the host's reachability changed;
+        when it did not (a keeper says so after every resync), only a read was done, no write
+        lock taken. Raises ``KeeperError`` for an unregistered host.
         """
-        with self._write(f"record host {name!r} reachability") as connection:
-            row = ops.host_row(connection, name)
-            if bool(row.reachable) == reachable:
+        with self._read(f"read host {name!r}") as connection:
+            if bool(ops.host_row(connection, name).reachable) == reachable:
                 return False
+        with self._write(f"record host {name!r} reachability") as connection:
+            if bool(ops.host_row(connection, name).reachable) == reachable:
+                return False  # another process recorded it in between
             connection.execute(
                 update(hosts)
                 .where(hosts.c.name == name)

@@ -123,3 +123,22 @@ def test_a_store_locked_by_another_writer_is_unavailable_and_records_no_intent(
         other.close()
     assert store.open_action("i-1", "start", {}, "keeper").status.value == "pending"
     store.close()
+
+
+def test_a_reachability_that_did_not_change_needs_no_write_lock(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT_S", 0.2)
+    store = SqlStore(store_url)
+    store.register_host("h1", "fake", None)
+    other = sqlite3.connect(tmp_path / "keeper.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert store.set_host_reachable("h1", True, datetime.now(UTC)) is False  # what every resync says
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.set_host_reachable("h1", False, datetime.now(UTC), "gone")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.hosts()[0].reachable
+    store.close()
