@@ -260,12 +260,15 @@ class HostWorker:
             return
         if not self.reachable:
             self._mark_reachable()
-        listed = set()
-        for reading in readings:
-            listed.add(reading.id)
+        last = self._last
+        # The steady state is the common case: compare everything but the time, in one pass.
+        changed = [r for r in readings if (before := last.get(r.id)) is None or before[:6] != r[:6]]
+        for reading in changed:
             self._observe(reading, None, None, own=False)
-        for gone in [instance_id for instance_id in self._last if instance_id not in listed]:
-            self._vanish(gone, utcnow())
+        if len(readings) != len(last):
+            listed = {reading.id for reading in readings}
+            for gone in [instance_id for instance_id in last if instance_id not in listed]:
+                self._vanish(gone, utcnow())
 
     def _observe(
         self, reading: InstanceReading, kind: EventKind | None, caused_by: Operation | None, *, own: bool
