@@ -1,9 +1,11 @@
-"""Reporting the events the fake hypervisor logs to the driver's listeners.
+"""The fake driver's events: which changes of its hypervisor are events, and their delivery.
 
-The driver logs each change of the simulated hypervisor (``_hypervisor``) that
-is an event, with its cause, in the hypervisor's event log; :class:`EventDelivery`
-turns the logged events into readings and reports them through the driver's
-:class:`~powerdrivers.EventReporter`, each once and in the order logged.
+The simulated hypervisor (``_hypervisor``) reports each change of an instance's
+native state; :class:`EventDelivery` decides which are events, logs those in the
+hypervisor's event log with the operation that caused them, and reports the
+logged events (this process's and, with a state file, others') as readings
+through the driver's :class:`~powerdrivers.EventReporter`, each once and in
+the order logged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from powerdrivers import EventKind, EventReporter, NativeStateTable, Operation
-from powerdrivers_fake._store import Document, MemoryStore
+from powerdrivers import EventKind, EventReporter, NativeStateTable, Operation, rule_for
+from powerdrivers._changes import state_change_kind
+from powerdrivers_fake._store import Document, MemoryStore, append_event
+
+#: The native reason of a guest that restarted itself (a soft reboot done): a REBOOTED event.
+_REBOOTED = "rebooted"
 
 
 class EventDelivery:
@@ -40,10 +46,47 @@ class EventDelivery:
         self._outbox: deque[dict[str, Any]] = deque()
         self._draining = False
 
-    @property
-    def pending(self) -> bool:
-        """Whether events wait in the queue (for the thread that is reporting them)."""
-        return bool(self._outbox)
+    def logging(self) -> bool:
+        """Whether changes go to the event log: always in a file, in memory only for listeners.
+
+        Checked inside the transaction: a subscriber starts from the sequence number
+        its own transaction sees, so one arriving meanwhile misses nothing.
+        """
+        return self._memory is None or self._reporter.listening
+
+    def changed(
+        self, document: Document, record: dict[str, Any], before: tuple[str, str], cause: str | None
+    ) -> None:
+        """Log the event a change of the instance's native state (from ``before``) amounts to, if any."""
+        if not self.logging():
+            return
+        reason = record["reason"]
+        kind: EventKind | None
+        if reason == _REBOOTED:
+            kind = EventKind.REBOOTED
+        else:
+            lookup = self._native_states.lookup
+            kind = state_change_kind(lookup(*before), lookup(record["state"], reason))
+        if kind is not None:
+            self.log(document, record, kind, Operation(cause) if cause else None)
+
+    def log(
+        self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
+    ) -> None:
+        """Log an event of ``kind`` about ``record``, credited to ``cause`` if the operation table allows."""
+        if not self.logging():
+            return
+        if cause is not None and kind not in rule_for(cause).events:
+            # An operation is credited only with the kinds of event it causes.
+            cause = None
+        append_event(document, record, str(kind), str(cause) if cause else None)
+
+    def committed(self, document: Document, seq: int) -> None:
+        """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
+        # Another process's events come with the file; in memory, a transaction that
+        # logged nothing has nothing to deliver that another would not deliver itself.
+        if self._memory is None or document["seq"] != seq or self._outbox:
+            self.deliver(document)
 
     def start_at(self, seq: int) -> None:
         """Skip every event logged up to sequence number ``seq``: a subscriber starts from the present."""

@@ -10,10 +10,9 @@ faults (``_faults``), decides which changes are events and hands those to
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from powerdrivers import (
@@ -32,10 +31,8 @@ from powerdrivers import (
     rule_for,
 )
 from powerdrivers._arguments import check_flag, check_ref
-from powerdrivers._changes import state_change_kind
 from powerdrivers_fake._delivery import EventDelivery
 from powerdrivers_fake._faults import Faults
-from powerdrivers_fake._filestore import FileStore
 from powerdrivers_fake._hypervisor import FakeHypervisor
 from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._open import open_store
@@ -47,8 +44,8 @@ from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
 _LOG = logging.getLogger("powerdrivers.fake")
 _S = FakeNativeState
-#: The native reasons of a guest that restarted while it kept running: a REBOOTED event.
-_RESTART_REASONS = frozenset({"rebooted", "reset"})
+#: The native reason of a guest that restarted itself (a soft reboot done): a REBOOTED event.
+_REBOOTED = "rebooted"
 #: The guest-dependent operations, as the guest actions they ask for.
 _GUEST_ACTIONS = {Operation.SHUTDOWN: "shutdown", Operation.REBOOT: "reboot"}
 
@@ -91,29 +88,26 @@ class FakeDriver(Driver):
     """
 
     name: ClassVar[str] = "fake"
-    interface_version: ClassVar[str] = "1.0"
+    interface_version: ClassVar[str] = "1.1"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     native_states = FAKE_NATIVE_STATES
 
     def __init__(self, uri: str | None = None, **options: Any) -> None:
         settings = parse_options(options)
         super().__init__(uri, poll_interval_s=settings.poll_interval)
-        self._poll_interval = settings.poll_interval
         store = open_store(uri, settings)
         if settings.fail_connect:
             raise make_error(
                 settings.fail_connect, f"injected {settings.fail_connect} failure connecting to fake"
             )
         self._faults = Faults(settings)
-        self._hypervisor = FakeHypervisor(
-            store, settings, on_change=self._state_changed, on_commit=self._committed
-        )
+        self._hypervisor = FakeHypervisor(store, settings)
         self._store = store
         self._memory = self._hypervisor.memory
         self._delivery = EventDelivery(self.event_reporter, self.native_states, self._memory)
-        self._watcher: threading.Thread | None = None
-        self._watching = threading.Event()
-        with self._hypervisor.transaction() as document:
+        self._hypervisor.on_change = self._delivery.changed
+        self._hypervisor.on_commit = self._delivery.committed
+        with self._transaction() as document:
             self._delivery.start_at(document["seq"])
             self._hypervisor.apply_guest_options(document)
 
@@ -145,17 +139,17 @@ class FakeDriver(Driver):
     def set_cooperative(self, ref: str, cooperative: bool) -> None:
         """Make an instance's guest honour (or ignore) graceful shutdown and soft reboot."""
         ref, cooperative = check_ref(ref), check_flag("cooperative", cooperative)
-        with self._hypervisor.transaction() as document:
-            record = self._hypervisor.writable(document, self._find(document, ref))
+        with self._transaction() as document:
+            record = self._writable(document, self._find(document, ref))
             record["guest"] = "cooperative" if cooperative else "uncooperative"
 
     def crash(self, ref: str) -> InstanceReading:
         """Crash a running instance now, as a guest kernel panic would."""
         ref = check_ref(ref)
-        with self._hypervisor.transaction() as document:
-            record = self._hypervisor.writable(document, self._find(document, ref))
+        with self._transaction() as document:
+            record = self._writable(document, self._find(document, ref))
             check_operation(record["name"], Operation.POWER_OFF, self._reading(record).power_state, None)
-            self._hypervisor.set_state(document, record, _S.CRASHED, "panicked", None)
+            self._set_state(document, record, _S.CRASHED, "panicked", None)
         return self.get_instance(record["id"])
 
     # -- guest-dependent operations, shared with other processes ----------------
@@ -193,7 +187,7 @@ class FakeDriver(Driver):
             shared.end_call(tokens)
             if tokens:
                 try:
-                    with self._hypervisor.transaction() as document:
+                    with self._transaction() as document:
                         shared.release(document, tokens)
                 except PowerDriversError as error:
                     # This driver's later transactions drop the entry (it is no longer live).
@@ -207,7 +201,7 @@ class FakeDriver(Driver):
         if memory is not None:
             with memory.lock:
                 return [self._reading(record) for record in memory.committed["instances"].values()]
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             return [self._reading(record) for record in document["instances"].values()]
 
     def _read_one(self, ref: str) -> InstanceReading:
@@ -216,7 +210,7 @@ class FakeDriver(Driver):
         if memory is not None:
             with memory.lock:
                 return self._reading(self._find(memory.committed, ref))
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             return self._reading(self._find(document, ref))
 
     def _quiet_memory(self) -> MemoryStore | None:
@@ -231,9 +225,17 @@ class FakeDriver(Driver):
             return self._memory
         return None
 
+    def _transaction(self) -> AbstractContextManager[Document]:
+        """Return a transaction of the hypervisor (see :meth:`FakeHypervisor.transaction`)."""
+        return self._hypervisor.transaction()
+
     def _find(self, document: Document, ref: str) -> dict[str, Any]:
         """Return the record of the instance ``ref`` names; raise InstanceNotFound if none."""
         return self._hypervisor.find(document, ref)
+
+    def _writable(self, document: Document, record: dict[str, Any]) -> dict[str, Any]:
+        """Return ``record`` made writable in ``document`` (see :meth:`FakeHypervisor.writable`)."""
+        return self._hypervisor.writable(document, record)
 
     def _reading(self, record: dict[str, Any]) -> InstanceReading:
         reading = self.native_states.reading(record["id"], record["name"], record["state"], record["reason"])
@@ -253,10 +255,10 @@ class FakeDriver(Driver):
 
     def _start(self, instance: InstanceReading) -> InstanceReading:
         self._faults.call(Operation.START)
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             record, cause = self._target(document, instance, Operation.START)
             reason = "restored" if record["state"] == _S.SUSPENDED else "booted"
-            self._hypervisor.set_state(document, record, _S.RUNNING, reason, cause)
+            self._set_state(document, record, _S.RUNNING, reason, cause)
         return self._reading(record)
 
     def _power_off(self, instance: InstanceReading) -> InstanceReading:
@@ -269,7 +271,7 @@ class FakeDriver(Driver):
         self._ask_guest(instance, Operation.REBOOT)
 
     def _hard_reboot(self, instance: InstanceReading) -> InstanceReading:
-        return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset")
+        return self._change(instance, Operation.HARD_REBOOT, _S.RUNNING, "reset", EventKind.REBOOTED)
 
     def _pause(self, instance: InstanceReading) -> InstanceReading:
         return self._change(instance, Operation.PAUSE, _S.PAUSED, "user")
@@ -290,46 +292,54 @@ class FakeDriver(Driver):
                 f"not {spec.vcpus} and {spec.memory_mib}"
             )
         self._faults.call(Operation.SPAWN)
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             if any(record["name"] == spec.name for record in document["instances"].values()):
                 raise InvalidSpec(f"an instance named {spec.name!r} already exists")
             record = new_record(spec.name, _S.RUNNING, "booted", vcpus=spec.vcpus, memory_mib=spec.memory_mib)
             self._hypervisor.add(document, record)
-            self._log_event(document, record, EventKind.SPAWNED, Operation.SPAWN)
+            self._delivery.log(document, record, EventKind.SPAWNED, Operation.SPAWN)
             return self._reading(record)
 
     def _delete(self, instance: InstanceReading) -> None:
         self._faults.call(Operation.DELETE)
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             record, cause = self._target(document, instance, Operation.DELETE)
             self._hypervisor.remove(document, record)
-            self._log_event(document, record, EventKind.DELETED, cause)
+            self._delivery.log(document, record, EventKind.DELETED, cause)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
         self._faults.call("vcpu_stats")
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             [counters] = read_counters([self._find(document, instance.id)])
         return counters
 
     def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
         self._faults.call("vcpu_stats")
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             return read_counters(r for r in document["instances"].values() if r["state"] == _S.RUNNING)
 
     def _change(
-        self, instance: InstanceReading, operation: Operation, state: FakeNativeState, reason: str
+        self,
+        instance: InstanceReading,
+        operation: Operation,
+        state: FakeNativeState,
+        reason: str,
+        kind: EventKind | None = None,
     ) -> InstanceReading:
-        """Carry out ``operation``, which puts the instance in ``state`` for ``reason``."""
+        """Carry out ``operation``, which puts the instance in ``state`` for ``reason``.
+
+        The event it amounts to is logged as :meth:`_set_state` says.
+        """
         self._faults.call(operation)
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             record, cause = self._target(document, instance, operation)
-            self._hypervisor.set_state(document, record, state, reason, cause)
+            self._set_state(document, record, state, reason, cause, kind)
         return self._reading(record)
 
     def _ask_guest(self, instance: InstanceReading, operation: Operation) -> None:
         """Ask the instance's guest to carry out ``operation``, a graceful shutdown or a soft reboot."""
         self._faults.call(operation)
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             record, cause = self._target(document, instance, operation)
             shared = self._hypervisor.shared
             if shared is not None:
@@ -347,7 +357,7 @@ class FakeDriver(Driver):
         runs meanwhile. Raises :class:`~powerdrivers.InvalidStateTransition`
         if the instance, as it is now, refuses ``operation``.
         """
-        record = self._hypervisor.writable(document, self._find(document, instance.id))
+        record = self._writable(document, self._find(document, instance.id))
         # Another process (or thread) may have changed the instance since the core checked it.
         state, transition = self.native_states.lookup(record["state"], record["reason"])
         if transition is None and self._hypervisor.shared is not None:
@@ -357,73 +367,34 @@ class FakeDriver(Driver):
 
     # -- events -------------------------------------------------------------
 
-    def _state_changed(
-        self, document: Document, record: dict[str, Any], before: tuple[str, str], cause: str | None
+    def _set_state(
+        self,
+        document: Document,
+        record: dict[str, Any],
+        state: FakeNativeState,
+        reason: str,
+        cause: Operation | None,
+        kind: EventKind | None = None,
     ) -> None:
-        """Log the event a change of the instance's native state amounts to, if any."""
-        if not self._logging_events():
-            return
-        reason = record["reason"]
-        kind: EventKind | None
-        if reason in _RESTART_REASONS:
-            kind = EventKind.REBOOTED
-        else:
-            lookup = self.native_states.lookup
-            kind = state_change_kind(lookup(*before), lookup(record["state"], reason))
-        if kind is not None:
-            self._log_event(document, record, kind, Operation(cause) if cause else None)
+        """Put the instance in ``state`` for ``reason``, and log the event that is, as caused by ``cause``.
 
-    def _log_event(
-        self, document: Document, record: dict[str, Any], kind: EventKind, cause: Operation | None
-    ) -> None:
-        if not self._logging_events():
-            return
-        if cause is not None and kind not in rule_for(cause).events:
-            # An operation is credited only with the kinds of event it causes.
-            cause = None
-        self._hypervisor.log_event(document, record, str(kind), str(cause) if cause else None)
-
-    def _logging_events(self) -> bool:
-        """Whether changes go to the event log: always in a file, in memory only for listeners.
-
-        Checked inside the transaction: a subscriber starts from the sequence number
-        its own transaction sees, so one arriving meanwhile misses nothing.
+        The event is of ``kind`` if given (a change that leaves the power state
+        as it was, such as a reset), else of the kind the change amounts to.
         """
-        return self._memory is None or self._hub.has_listeners
-
-    def _committed(self, document: Document, seq: int) -> None:
-        """After a transaction on ``document`` (that began at ``seq``) committed: deliver its events."""
-        # Another process's events come with the file; in memory, a transaction that
-        # logged nothing has nothing to deliver that another would not deliver itself.
-        if self._memory is None or document["seq"] != seq or self._delivery.pending:
-            self._delivery.deliver(document)
+        if kind is None:
+            self._hypervisor.set_state(document, record, state, reason, cause)
+        else:
+            self._hypervisor.set_state(document, record, state, reason, cause, report=False)
+            self._delivery.log(document, record, kind, cause)
 
     def _start_native_events(self) -> None:
-        with self._hypervisor.transaction() as document:
+        with self._transaction() as document:
             self._delivery.start_at(document["seq"])
-        if isinstance(self._store, FileStore):
-            self._watching.set()
-            # The baseline is taken before subscribe() returns, so no later change is missed.
-            baseline = self._store.fingerprint()
-            self._watcher = threading.Thread(
-                target=self._watch, args=(baseline,), name="powerdrivers-fake-watch", daemon=True
-            )
-            self._watcher.start()
+        # Other processes' changes (and their events) reach this one only through the file.
+        self._hypervisor.watch()
 
     def _stop_native_events(self) -> None:
-        self._watching.clear()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join()
-        self._watcher = None
+        self._hypervisor.stop_watching()
 
     def _close(self) -> None:
         self._hypervisor.close()
-
-    def _watch(self, fingerprint: object) -> None:
-        while self._watching.is_set():
-            time.sleep(self._poll_interval)
-            current = self._store.fingerprint()
-            due = self._hypervisor.next_due
-            if current != fingerprint or (due is not None and time.time() >= due):
-                fingerprint = current
-                self._hypervisor.tick()

@@ -5,7 +5,8 @@ plugin's simulator (``powerdrivers_xen.testing``) knows nothing of the Xen drive
 it keeps its records in a store, in transactions, and changes them as a hypervisor
 would, on its own clock. :class:`~powerdrivers_fake.FakeDriver` holds one and
 translates: it checks operations, attributes them, reads records as instance
-readings and decides which changes are events, through the two hooks it gives.
+readings and (through the two hooks it sets, ``on_change`` and ``on_commit``)
+decides which changes are events.
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ class FakeHypervisor:
     and :class:`~powerdrivers.InstanceNotFound` from :meth:`find`.
     """
 
-    def __init__(
-        self, store: Store, settings: FakeOptions, *, on_change: ChangeHook, on_commit: CommitHook
-    ) -> None:
+    def __init__(self, store: Store, settings: FakeOptions) -> None:
         self.store = store
         #: The in-memory store, or None when the state is a file other processes share.
         self.memory = store if isinstance(store, MemoryStore) else None
@@ -61,13 +60,17 @@ class FakeHypervisor:
         #: When the next guest action or crash is due (``time.time()``), if any.
         self.next_due: float | None = None
         self._settings = settings
-        self._on_change = on_change
-        self._on_commit = on_commit
+        #: Called with each change of an instance's state (none until set).
+        self.on_change: ChangeHook = _ignore_change
+        #: Called after each transaction commits (none until set).
+        self.on_commit: CommitHook = _ignore_commit
         self._dues_changed = True
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
         #: Instance name -> the id it had when last looked up (see :meth:`find`).
         self._names: dict[str, str] = {}
+        self._watcher: threading.Thread | None = None
+        self._watching = threading.Event()
 
     def transaction(self) -> AbstractContextManager[Document]:
         """Return a store transaction that settles what is due first and calls ``on_commit`` last."""
@@ -80,6 +83,29 @@ class FakeHypervisor:
                 pass
         except PowerDriversError as error:
             _LOG.warning("fake: could not apply pending guest actions: %s", error)
+
+    def watch(self) -> None:
+        """With a state file, settle (in a transaction) whenever another writer commits.
+
+        A thread looks every ``poll_interval`` seconds, until :meth:`stop_watching`;
+        each transaction ends with ``on_commit``, which thus sees others' changes.
+        """
+        if self.memory is not None:
+            return
+        self._watching.set()
+        # The baseline is taken before this returns, so no later change is missed.
+        baseline = self.store.fingerprint()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(baseline,), name="powerdrivers-fake-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the thread :meth:`watch` started (and wait for it, unless called from it)."""
+        self._watching.clear()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join()
+        self._watcher = None
 
     def close(self) -> None:
         """Cancel the timers of the guest actions and crashes still to come."""
@@ -136,12 +162,15 @@ class FakeHypervisor:
         state: FakeNativeState,
         reason: str,
         cause: str | None,
+        *,
+        report: bool = True,
     ) -> None:
         """Put the instance in ``state`` for ``reason``, on behalf of ``cause`` (an operation, or None).
 
         Leaving the running states cancels a planned crash, and leaving a
         transitional state the guest action planned; entering ``running`` arms
-        a crash for an instance the ``crash`` option names.
+        a crash for an instance the ``crash`` option names. The change goes to
+        ``on_change`` unless ``report`` is false (the caller reports it).
         """
         before = record["state"], record["reason"]
         if record["pending"] is not None or record["crash_at"] is not None:
@@ -151,7 +180,8 @@ class FakeHypervisor:
             record["crash_at"] = None
         if state not in _GUEST_ACTION_STATES:
             record["pending"] = None
-        self._on_change(document, record, before, cause)
+        if report:
+            self.on_change(document, record, before, cause)
         if state == _S.RUNNING:
             self._arm_crash(record)
 
@@ -168,22 +198,6 @@ class FakeHypervisor:
             due = time.time() + self._settings.guest_delay
             record["pending"] = {"action": action, "due": due, "cause": cause}
             self._schedule(due)
-
-    def log_event(self, document: Document, record: dict[str, Any], kind: str, cause: str | None) -> None:
-        """Append an event of ``kind`` about ``record`` (as it is now) to the log, with its cause."""
-        document["seq"] += 1
-        document["events"].append(
-            {
-                "seq": document["seq"],
-                "time": time.time(),
-                "kind": kind,
-                "id": record["id"],
-                "name": record["name"],
-                "state": record["state"],
-                "reason": record["reason"],
-                "cause": cause,
-            }
-        )
 
     def apply_guest_options(self, document: Document) -> None:
         """Apply the ``uncooperative`` and ``crash`` options to the instances there are."""
@@ -253,11 +267,30 @@ class FakeHypervisor:
             self._timers.add(timer)
         timer.start()
 
+    def _watch(self, fingerprint: object) -> None:
+        while self._watching.is_set():
+            time.sleep(self._settings.poll_interval)
+            current = self.store.fingerprint()
+            due = self.next_due
+            if current != fingerprint or (due is not None and time.time() >= due):
+                fingerprint = current
+                self.tick()
+
     def _fire(self) -> None:
         with self._timers_lock:
             current = threading.current_thread()
             self._timers = {timer for timer in self._timers if timer is not current}
         self.tick()
+
+
+def _ignore_change(
+    document: Document, record: dict[str, Any], before: tuple[str, str], cause: str | None
+) -> None:
+    pass
+
+
+def _ignore_commit(document: Document, seq: int) -> None:
+    pass
 
 
 class _Transaction:
@@ -297,4 +330,4 @@ class _Transaction:
                 raise
         self._stored.__exit__(exc_type, exc, tb)
         if exc_type is None:
-            self._hypervisor._on_commit(self._document, self._seq)
+            self._hypervisor.on_commit(self._document, self._seq)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -158,3 +159,20 @@ def trim(document: Document) -> None:
     """Drop the oldest events beyond the ones a document keeps."""
     if len(document["events"]) > KEEP_EVENTS:
         del document["events"][: len(document["events"]) - KEEP_EVENTS]
+
+
+def append_event(document: Document, record: dict[str, Any], kind: str, cause: str | None) -> None:
+    """Append an event of ``kind`` about ``record`` (as it is now) to the log, with its cause."""
+    document["seq"] += 1
+    document["events"].append(
+        {
+            "seq": document["seq"],
+            "time": time.time(),
+            "kind": kind,
+            "id": record["id"],
+            "name": record["name"],
+            "state": record["state"],
+            "reason": record["reason"],
+            "cause": cause,
+        }
+    )
