@@ -9,12 +9,11 @@ quarantine, actions) bump the change cursor in ``keeper_state`` and stamp the in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, delete, exc, insert, select, update
+from sqlalchemy import delete, exc, insert, select, update
 
 from powerdrivers import InstanceReading, PowerState, parse_count, redact_uri
 from powerdrivers.keeper import _store_ops as ops
@@ -31,7 +30,7 @@ from powerdrivers.keeper._model import (
 )
 from powerdrivers.keeper._paths import default_store_url
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, hosts, instances
-from powerdrivers.keeper._store_db import READ_ONLY, StoreLocation, create_store_engine, translated
+from powerdrivers.keeper._store_db import DEFAULT_RETENTION, StoreConnection
 from powerdrivers.keeper._store_migrate import upgrade
 from powerdrivers.keeper._store_rows import (
     action,
@@ -42,8 +41,6 @@ from powerdrivers.keeper._store_rows import (
     record_values,
 )
 
-#: History records kept per instance unless the store is opened with another ``retention``.
-DEFAULT_RETENTION: Final = 1000
 _FINAL = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.INTERRUPTED})
 _MAX_ID: Final = 2**63 - 1
 
@@ -52,54 +49,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore:
+class SqlStore(StoreConnection):
     """``KeeperStore`` in an SQL database; opening it upgrades the database's schema to this version's.
 
     ``url`` is an SQLAlchemy URL (``sqlite:///path/keeper.db``, ``postgresql+psycopg://...``);
     its password is never shown. ``retention`` is how many history records are kept per
     instance (the oldest are trimmed as new ones arrive). Raises ``StoreError`` (bad URL, schema
-    newer than this version) or ``StoreUnavailable`` (the database cannot be reached).
+    newer than this version), ``StoreUnavailable`` (the database cannot be reached) or
+    ``InvalidOption`` (a retention that is not a whole number from 1 to 1,000,000).
     """
 
     def __init__(self, url: str, *, retention: int = DEFAULT_RETENTION) -> None:
-        self._retention = parse_count("retention", retention, minimum=1)
-        self._location = StoreLocation(url)
-        self._engine = create_store_engine(self._location)
+        super().__init__(url, retention=retention)
         try:
             upgrade(self._engine, self._location)
         except BaseException:
             self._engine.dispose()
             raise
-
-    @property
-    def redacted_url(self) -> str:
-        """The store's URL with any password masked: the form to print or log."""
-        return self._location.redacted
-
-    @property
-    def retention(self) -> int:
-        """History records kept per instance."""
-        return self._retention
-
-    def __repr__(self) -> str:
-        return f"SqlStore({self._location.redacted!r}, retention={self._retention})"
-
-    def close(self) -> None:
-        """Release the store's connections (the store can still be used: it reconnects)."""
-        self._engine.dispose()
-
-    # -- transactions --------------------------------------------------------------------------
-    @contextmanager
-    def _write(self, what: str) -> Iterator[Connection]:
-        with translated(self._location, what), self._engine.begin() as connection:
-            yield connection
-
-    @contextmanager
-    def _read(self, what: str) -> Iterator[Connection]:
-        with translated(self._location, what), self._engine.connect() as connection:
-            connection.execution_options(**{READ_ONLY: True})
-            with connection.begin():
-                yield connection
 
     # -- hosts -------------------------------------------------------------------------------
     def register_host(self, name: str, driver: str, uri: str | None) -> HostView:

@@ -13,7 +13,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
-from powerdrivers import redact_uri
+from powerdrivers import parse_count, redact_uri
 from powerdrivers.keeper._errors import StoreError, StoreUnavailable
 
 #: How long a writer waits for another process's write lock before the store is "unavailable".
@@ -21,6 +21,9 @@ BUSY_TIMEOUT_S: Final = 30.0
 
 #: An execution option marking a read-only transaction (SQLite: a plain, deferred BEGIN).
 READ_ONLY: Final = "powerdrivers_keeper_read"
+
+#: History records kept per instance unless the store is opened with another ``retention``.
+DEFAULT_RETENTION: Final = 1000
 
 
 class StoreLocation:
@@ -128,3 +131,47 @@ def translated(location: StoreLocation, what: str) -> Iterator[None]:
         yield
     except (exc.SQLAlchemyError, OSError) as problem:
         raise location.error(what, problem) from None
+
+
+class StoreConnection:
+    """A store's engine and its transactions; ``SqlStore`` adds the keeper's tables on top.
+
+    Raises ``InvalidOption`` for a bad ``retention``, and ``StoreError`` or
+    ``StoreUnavailable`` as ``create_store_engine`` does.
+    """
+
+    def __init__(self, url: str, *, retention: int = DEFAULT_RETENTION) -> None:
+        self._retention = parse_count("retention", retention, minimum=1)
+        self._location = StoreLocation(url)
+        self._engine = create_store_engine(self._location)
+
+    @property
+    def redacted_url(self) -> str:
+        """The store's URL with any password masked: the form to print or log."""
+        return self._location.redacted
+
+    @property
+    def retention(self) -> int:
+        """History records kept per instance."""
+        return self._retention
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._location.redacted!r}, retention={self._retention})"
+
+    def close(self) -> None:
+        """Release the store's connections (the store can still be used: it reconnects)."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Connection]:
+        """One write transaction (SQLite: holding the write lock from its start)."""
+        with translated(self._location, what), self._engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        """One read-only transaction (SQLite: takes no write lock)."""
+        with translated(self._location, what), self._engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
+            with connection.begin():
+                yield connection
