@@ -2,9 +2,9 @@
 
 :class:`FakeDriver` translates between the core's contract and its simulated
 hypervisor (``_hypervisor``): it checks each operation against the table,
-attributes the changes it makes, reads records as instance readings, injects
-faults (``_faults``), decides which changes are events and hands those to
-``_delivery``.
+attributes the changes it makes, reads records as instance readings and
+injects faults (``_faults``); its ``_delivery`` decides which of the
+hypervisor's changes are events, and delivers them.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class FakeDriver(Driver):
             )
         self._faults = Faults(settings)
         self._hypervisor = FakeHypervisor(store, settings)
+        #: The hypervisor's store, kept for tests that look into it.
         self._store = store
         self._memory = self._hypervisor.memory
         self._delivery = EventDelivery(self.event_reporter, self.native_states, self._memory)
