@@ -26,7 +26,15 @@ from powerdrivers.keeper._model import (
 
 
 class KeeperStore(Protocol):
-    """The keeper's durable state: hosts, instances, actions (intents) and history."""
+    """The keeper's durable state: hosts, instances, actions (intents) and history.
+
+    Besides what each method names, every method raises ``StoreUnavailable`` when the database
+    cannot be reached or stays locked, and ``StoreError`` when it fails otherwise (one line,
+    never the URL's password); a method given an instance raises ``UnknownInstance`` for one the
+    store does not have, a method given a host ``KeeperError`` for one never registered, and
+    one given a bad value (a naive time, an unknown enum text, a negative count)
+    ``KeeperError`` or ``InvalidOption``, before anything is written.
+    """
 
     # -- hosts -------------------------------------------------------------------------------
     def register_host(self, name: str, driver: str, uri: str | None) -> HostView:
