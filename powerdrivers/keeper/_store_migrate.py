@@ -1,8 +1,8 @@
 """Bringing a database to the store's schema: Alembic's ``upgrade head``, run by the store on open.
 
-A database already at head costs one query (Alembic is not even imported). Otherwise the whole
-upgrade runs in one transaction under a lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an
-advisory lock), so processes opening one new database at once migrate it exactly once.
+A database already at head costs a look at its revision (Alembic is not even imported).
+Otherwise the whole upgrade runs in one transaction under a lock (SQLite: ``BEGIN IMMEDIATE``;
+PostgreSQL: an advisory lock), so processes opening one new database at once migrate it once.
 """
 
 from __future__ import annotations
