@@ -108,3 +108,15 @@ def test_removing_an_instance_cancels_what_was_due_on_it(hypervisor: FakeHypervi
     assert hypervisor.next_due is None
     with hypervisor.transaction() as document, pytest.raises(InstanceNotFound):
         hypervisor.find(document, "web")
+
+
+def test_a_hypervisor_with_no_hooks_set_still_settles_on_its_own_clock() -> None:
+    hypervisor = FakeHypervisor(
+        MemoryStore(empty_document), FakeOptions(crash=frozenset({"doomed"}), crash_after=0.02)
+    )
+    try:
+        with hypervisor.transaction() as document:
+            hypervisor.add(document, new_record("doomed", "running", "booted"))
+        wait_until(lambda: _state(hypervisor, "doomed") == ("crashed", "panicked"))
+    finally:
+        hypervisor.close()
