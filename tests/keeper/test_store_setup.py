@@ -72,3 +72,15 @@ def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(store: SqlSt
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         }
     assert settings == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 30000}
+
+
+def test_opening_a_database_already_at_head_does_not_load_alembic(store_url: str) -> None:
+    SqlStore(store_url).close()
+    probe = (
+        "import sys\n"
+        "from powerdrivers.keeper import SqlStore\n"
+        f"SqlStore({store_url!r}).close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
