@@ -5,7 +5,10 @@ from __future__ import annotations
 #: The driver-interface version this core implements, ``MAJOR.MINOR``.
 #: MINOR grows when the interface gains something a driver may use;
 #: MAJOR grows when a driver written for the old interface could break.
-INTERFACE_VERSION = "1.0"
+#: 1.1 added ``NO_REASON`` rows, the ``EventReporter`` (``Driver.event_reporter``),
+#: ``Driver.reports_resets``, ``_vcpu_counters``/``_all_vcpu_counters`` and the
+#: optional ``VcpuStats`` fields.
+INTERFACE_VERSION = "1.1"
 
 SUPPORTED_INTERFACE_RANGE = f">={INTERFACE_VERSION.split('.', maxsplit=1)[0]}.0, <={INTERFACE_VERSION}"
 

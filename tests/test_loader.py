@@ -32,7 +32,7 @@ def test_working_drivers_are_listed_with_their_distribution_version_and_capabili
     infos = _infos()
     fake = infos[("fake", "powerdrivers-fake")]
     assert fake.status == "ok" and fake.error is None
-    assert fake.interface_version == "1.0"
+    assert fake.interface_version == "1.1"
     assert "native_events" in fake.capabilities
     third = infos[("thirdparty", "powerdrivers-test-thirdparty")]
     assert (third.status, third.version, third.capabilities) == (

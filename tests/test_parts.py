@@ -176,7 +176,7 @@ def test_reading_transition_can_be_overridden() -> None:
 
 
 @pytest.mark.parametrize(
-    ("declared", "compatible"), [("1.0", True), ("1.1", False), ("0.9", False), ("2.0", False)]
+    ("declared", "compatible"), [("1.0", True), ("1.1", True), ("1.2", False), ("0.9", False), ("2.0", False)]
 )
 def test_interface_compatibility(declared: str, compatible: bool) -> None:
     assert is_compatible(declared) is compatible

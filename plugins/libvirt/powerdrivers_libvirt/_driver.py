@@ -75,7 +75,7 @@ class LibvirtDriver(Driver):
     """
 
     name: ClassVar[str] = "libvirt"
-    interface_version: ClassVar[str] = "1.0"
+    interface_version: ClassVar[str] = "1.1"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     native_states = NATIVE_STATES
 

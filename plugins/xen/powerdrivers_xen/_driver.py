@@ -56,7 +56,7 @@ class XenDriver(Driver):
     """
 
     name: ClassVar[str] = "xen"
-    interface_version: ClassVar[str] = "1.0"
+    interface_version: ClassVar[str] = "1.1"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.START,
