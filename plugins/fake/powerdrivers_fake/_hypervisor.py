@@ -60,9 +60,9 @@ class FakeHypervisor:
         #: When the next guest action or crash is due (``time.time()``), if any.
         self.next_due: float | None = None
         self._settings = settings
-        #: Called with each change of an instance's state (none until set).
+        #: Called with each change of an instance's state (see :meth:`set_state`); ignored until set.
         self.on_change: ChangeHook = _ignore_change
-        #: Called after each transaction commits (none until set).
+        #: Called after each transaction commits; ignored until set.
         self.on_commit: CommitHook = _ignore_commit
         self._dues_changed = True
         self._timers: set[threading.Timer] = set()
