@@ -21,7 +21,8 @@ from powerdrivers import (
 )
 from powerdrivers.keeper._decide import Decision, decide
 from powerdrivers.keeper._errors import ActionInFlight, KeeperError, StoreError
-from powerdrivers.keeper._host import ActionEnd, HostWorker, utcnow
+from powerdrivers.keeper._handoff import ActionEnd, utcnow
+from powerdrivers.keeper._host import HostWorker
 from powerdrivers.keeper._model import Action, ActionStatus, Cause, Policy
 from powerdrivers.keeper._operations import perform
 from powerdrivers.keeper._settings import KeeperSettings

@@ -121,7 +121,7 @@ def _cmd_policy(options: argparse.Namespace) -> int:
 
 
 def _cmd_quarantine_clear(options: argparse.Namespace) -> int:
-    from powerdrivers.keeper._host import utcnow
+    from powerdrivers.keeper._handoff import utcnow
 
     store = _open(options)
     try:

@@ -15,8 +15,8 @@ import queue
 import random
 import threading
 import time
-from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from datetime import datetime
+from typing import Any
 
 from powerdrivers import (
     Driver,
@@ -29,8 +29,9 @@ from powerdrivers import (
     PowerState,
 )
 from powerdrivers.keeper._backoff import backoff_until, consecutive_failures
-from powerdrivers.keeper._decide import Decision, classify, decide, is_crash, is_desired
+from powerdrivers.keeper._decide import classify, decide, is_crash, is_desired
 from powerdrivers.keeper._errors import StoreError
+from powerdrivers.keeper._handoff import ActionEnd, ActionTaker, reading_of, unchanged, utcnow
 from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy
 from powerdrivers.keeper._settings import KeeperSettings
 from powerdrivers.keeper._store_api import KeeperStore
@@ -38,55 +39,6 @@ from powerdrivers.keeper._store_api import KeeperStore
 _LOG = logging.getLogger("powerdrivers.keeper")
 
 _RESTARTING = frozenset({Policy.ALWAYS, Policy.ON_FAILURE})
-
-
-def utcnow() -> datetime:
-    """Return the keeper's time: timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def _same(before: InstanceReading, after: InstanceReading) -> bool:
-    return (
-        before.power_state is after.power_state
-        and before.transition is after.transition
-        and before.native_state == after.native_state
-        and before.native_reason == after.native_reason
-        and before.name == after.name
-    )
-
-
-def reading_of(view: InstanceView) -> InstanceReading:
-    """Return the last reading a view holds."""
-    return InstanceReading(
-        view.id,
-        view.name,
-        view.power_state,
-        view.transition,
-        view.native_state,
-        view.native_reason,
-        view.observed_at,
-    )
-
-
-class ActionEnd(NamedTuple):
-    """What an action thread reports back: the instance, and the error if it failed."""
-
-    instance_id: str
-    operation: Operation
-    error: str | None
-    acted: bool
-
-
-class ActionTaker(Protocol):
-    """Who carries the worker's actions out; both methods return at once (work goes to threads)."""
-
-    def correct(
-        self, worker: HostWorker, instance_id: str, decision: Decision, cause: Cause | None, policy: Policy
-    ) -> None:
-        """Carry out a corrective action, re-reading the instance first."""
-
-    def carry_out(self, worker: HostWorker, action: Action) -> None:
-        """Carry out a pending request."""
 
 
 class HostWorker:
@@ -258,11 +210,10 @@ class HostWorker:
         except PowerDriversError as error:
             _LOG.warning("keeper: host %s: resync failed: %s", self.name, error)
             return
-        if not self.reachable:
-            self._mark_reachable()
+        self._mark_reachable()
         last = self._last
         # The steady state is the common case: compare everything but the time, in one pass.
-        changed = [r for r in readings if (before := last.get(r.id)) is None or before[:6] != r[:6]]
+        changed = [r for r in readings if (before := last.get(r.id)) is None or not unchanged(before, r)]
         for reading in changed:
             self._observe(reading, None, None, own=False)
         if len(readings) != len(last):
@@ -274,7 +225,7 @@ class HostWorker:
         self, reading: InstanceReading, kind: EventKind | None, caused_by: Operation | None, *, own: bool
     ) -> None:
         previous = self._last.get(reading.id)
-        if previous is not None and _same(previous, reading) and kind is not EventKind.REBOOTED:
+        if previous is not None and unchanged(previous, reading) and kind is not EventKind.REBOOTED:
             return
         if previous is None:
             cause = Cause.APPEARED
@@ -340,6 +291,8 @@ class HostWorker:
         self.reachable = False
 
     def _mark_reachable(self) -> None:
+        # Asked after every resync: the store writes only when the host was marked unreachable
+        # (by this keeper, or by a keeper before it that stopped while the host was down).
         self._store.set_host_reachable(self.name, True, utcnow())
         self.reachable = True
         deferred, self._deferred = self._deferred, set()

@@ -23,7 +23,8 @@ from powerdrivers import (
 )
 from powerdrivers.keeper._acting import Actor
 from powerdrivers.keeper._errors import KeeperError, StoreError
-from powerdrivers.keeper._host import HostWorker, utcnow
+from powerdrivers.keeper._handoff import utcnow
+from powerdrivers.keeper._host import HostWorker
 from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._settings import KeeperSettings, check_identity

@@ -144,6 +144,19 @@ def test_an_unreachable_host_is_marked_its_readings_stale_and_nothing_is_done_un
         wait_until(lambda: _actions(store) == ["start"], what="the start once the host answers")
 
 
+def test_a_keeper_started_after_one_stopped_while_its_host_was_down_marks_it_reachable(
+    store: SqlStore,
+) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}) as keeper:
+            driver.inject_failure(HypervisorConnectionError("host down"), "read", once=False)
+            keeper.resync()
+            assert keeper.view(WEB1).stale
+        driver.clear_failures()
+        with running_keeper(store, {"h1": driver}) as keeper:
+            assert store.hosts()[0].reachable and not keeper.view(WEB1).stale
+
+
 # -- KubeVirt: crash-loop backoff; Ironic: quarantine after N failed actions ------------------------
 
 
