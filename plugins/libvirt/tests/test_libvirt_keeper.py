@@ -1,8 +1,9 @@
-"""The power keeper on a real libvirtd with real QEMU guests (TCG), with OS-less guests.
+"""The power keeper on a real libvirtd with real QEMU guests (TCG).
 
 ``virsh destroy`` behind the keeper's back under ``always`` is undone and recorded as out of
-band; libvirtd killed and started again makes the host unreachable for a while, then a clean
-resync, and no action at all. Under CI=true none of this skips.
+band; the real Linux guest rebooting itself is a guest reboot and no action; libvirtd killed
+and started again makes the host unreachable for a while, then a clean resync, and no action
+at all. Under CI=true none of this skips.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import test_libvirt_qemu
+from libvirt_support.guest_image import READY_MARKER
 from libvirt_support.libvirtd import LibvirtdHarness, PrivateLibvirtd
+from libvirt_support.smoke_guest import wait_for_marker
 
 from powerdrivers import Driver, InstanceSpec, PowerState
 from powerdrivers.keeper import Cause, Keeper, KeeperSettings, Policy, RecordKind, SqlStore
+
+BOOT_TIMEOUT = test_libvirt_qemu.BOOT_TIMEOUT
+linux_guest = test_libvirt_qemu.linux_guest  # the real Linux guest, booted: one fixture for both modules
 
 SETTINGS = {"resync_interval": 2, "poll_interval": 0.1, "reboot_window": 0.2}
 
@@ -56,6 +63,28 @@ def test_virsh_destroy_under_always_is_undone_and_recorded_as_out_of_band(
         assert (stop.cause, stop.native_reason) == (Cause.OUT_OF_BAND, "destroyed")
         [action] = [r for r in keeper.history(domain.id) if r.kind is RecordKind.ACTION]
         assert (action.outcome, action.requested_by) == ("done", keeper.settings.who)
+
+
+def test_the_linux_guest_rebooting_itself_is_a_guest_reboot_and_no_action(
+    qemu: Driver, libvirtd: LibvirtdHarness, linux_guest: tuple[str, Path], store: SqlStore
+) -> None:
+    name, console = linux_guest
+    domain = qemu.get_instance(name)
+    offset = console.stat().st_size
+    with Keeper(store, {"qemu": qemu}, KeeperSettings.from_options(**SETTINGS)) as keeper:
+        keeper.set_policy(domain.id, Policy.ALWAYS, "test")
+        # Another client asks the guest (ACPI); the guest's own acpid runs reboot inside it.
+        libvirtd.virsh("reboot", name)
+        wait_for_marker(console, READY_MARKER, offset, BOOT_TIMEOUT)
+        _wait(
+            lambda: any(r.cause is Cause.GUEST_REBOOT for r in keeper.history(domain.id)),
+            30,
+            "the guest reboot's record",
+        )
+        keeper.resync()
+        assert _actions(store, domain.id) == []
+        assert keeper.view(domain.id).failures == 0
+        assert qemu.get_instance(name).power_state is PowerState.RUNNING
 
 
 def test_libvirtd_killed_and_started_again_means_a_clean_resync_and_no_action(
