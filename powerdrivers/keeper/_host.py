@@ -105,10 +105,6 @@ class HostWorker:
         """Queue a driver event (the listener: the driver's event thread must not wait)."""
         self.post("event", event)
 
-    def known(self, instance_id: str) -> bool:
-        """Whether this host lists the instance (read from any thread: a dict lookup)."""
-        return instance_id in self._views
-
     # -- the loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -226,6 +222,9 @@ class HostWorker:
     ) -> None:
         previous = self._last.get(reading.id)
         if previous is not None and unchanged(previous, reading) and kind is not EventKind.REBOOTED:
+            return
+        if kind is not None and previous is not None and reading.observed_at < previous.observed_at:
+            # An event older than what a read has shown since (queued while a resync ran).
             return
         if previous is None:
             cause = Cause.APPEARED

@@ -172,7 +172,9 @@ def test_repeated_crashes_back_off_and_show_until_when(store: SqlStore) -> None:
         wait_until(lambda: keeper.view(WEB1).failures == 2, what="the second failure")
         second = keeper.view(WEB1)
         assert second.backoff_until is not None
-        assert 0.9 <= (second.backoff_until - records(keeper, WEB1)[-1].time).total_seconds() <= 1.1
+        crashed_at = next(r.time for r in reversed(records(keeper, WEB1)) if r.to_state is PowerState.CRASHED)
+        # backoff_base (1 s) after the moment the keeper counted the failure, just after the crash.
+        assert 1.0 <= (second.backoff_until - crashed_at).total_seconds() <= 3.0
         assert _actions(store) == ["start"]
         wait_until(lambda: _actions(store) == ["start", "start"], what="the restart after the backoff")
         assert records(keeper, WEB1, RecordKind.ACTION)[-1].time >= second.backoff_until
@@ -196,3 +198,17 @@ def test_failed_actions_quarantine_the_instance_until_its_state_reads_as_desired
         driver.clear_failures()
         driver.start("web-1")  # someone fixed it: the state reads as desired again
         wait_until(lambda: not keeper.view(WEB1).quarantined, what="the automatic release")
+
+
+def test_an_event_older_than_the_last_reading_is_not_taken_for_news(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        before = len(records(keeper, WEB1))
+        old = InstanceReading(WEB1, "web-1", PowerState.SHUTOFF, None, "shutoff", "destroyed", EPOCH)
+        keeper._workers["h1"].on_event(Event.from_reading(EventKind.STOPPED, old, None))
+        keeper.resync()  # handled after the event, on the same thread
+        assert len(records(keeper, WEB1)) == before
+        assert keeper.view(WEB1).power_state is PowerState.RUNNING
+
+
+EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
