@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -84,3 +85,14 @@ def test_a_change_found_by_a_resync_is_out_of_band_and_acted_on(store: SqlStore,
         assert stop.cause is Cause.OUT_OF_BAND and stop.detail
         wait_until(lambda: records(keeper, WEB1, RecordKind.ACTION), what="the start")
         assert other.get_instance(WEB1).power_state is PowerState.RUNNING
+
+
+def test_stop_joins_every_thread_the_keeper_started(store: SqlStore) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            driver.crash("web-1")
+            wait_until(lambda: records(keeper, WEB1, RecordKind.ACTION), what="the restart")
+            assert any(t.name.startswith("keeper-") for t in threading.enumerate())
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("keeper-")]
+        keeper.stop()  # twice is harmless
