@@ -142,6 +142,8 @@ def test_quarantine_clear_from_the_cli_releases_a_running_keepers_instance(
         (("history", "web-1", "--limit", "0"), 2, "--limit"),
         (("keep", "--resync", "nan"), 2, "--resync"),
         (("quarantine", "forget", "web-1"), 2, "invalid choice"),
+        (("-o", "fail_connect=connection", "keep"), 5, "injected connection failure"),
+        (("-o", "no_such_option=1", "keep"), 2, "no_such_option"),
     ],
 )
 def test_bad_keeper_commands_exit_with_the_documented_code_and_one_line(
@@ -197,3 +199,22 @@ def test_the_cli_and_its_help_never_import_the_database_libraries() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_keep_in_json_announces_itself_as_one_json_line(env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "powerdrivers", "-f", "json", "keep", "--host", "h1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        announced = json.loads(process.stdout.readline())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert announced["host"] == "h1" and announced["driver"] == "fake"
+    assert announced["store"] == env["POWERDRIVERS_STORE"]
+    assert process.returncode == 0
