@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from benchkit import median, ms, paired, percentile, record
+from libvirt_support.nodes import RUNSTATES, node_xml
 from sqlalchemy import event
 
 import powerdrivers
@@ -53,12 +54,26 @@ class _WriteCounter:
         event.remove(self._engine, "before_cursor_execute", self._count)
 
 
+@pytest.fixture(params=["fake", "libvirt-test"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Driver]]:
+    """A driver with INSTANCES instances: the fake in memory, or libvirt's test driver on node XML."""
+    if request.param == "fake":
+        with powerdrivers.load_driver("fake", seed="empty", instances=INSTANCES) as driver:
+            yield "fake (in memory)", driver
+        return
+    states = list(RUNSTATES)
+    node = tmp_path / "node.xml"
+    node.write_text(node_xml([(f"vm-{i:05d}", states[i % len(states)]) for i in range(INSTANCES)]))
+    with powerdrivers.load_driver("libvirt", f"test://{node}") as driver:
+        yield "libvirt test driver", driver
+
+
 @pytest.mark.benchmark(group="K1 keeper resync")
-def bench_keeper_steady_state_resync(benchmark: Any, store: SqlStore) -> None:
+def bench_keeper_steady_state_resync(benchmark: Any, store: SqlStore, fleet: tuple[str, Driver]) -> None:
     """A full resync that finds nothing changed, against the driver's list_instances() alone."""
+    label, driver = fleet
     settings = KeeperSettings.from_options(resync_interval=3600, poll_interval=60)
     with (
-        powerdrivers.load_driver("fake", seed="empty", instances=INSTANCES) as driver,
         Keeper(store, {"bench": driver}, settings) as keeper,
         _WriteCounter(store) as counter,
     ):
@@ -71,8 +86,8 @@ def bench_keeper_steady_state_resync(benchmark: Any, store: SqlStore) -> None:
     ratio = median(rounds.ratios("list"))
     record(
         benchmark,
-        "K1/fake",
-        f"keeper: steady-state resync of {INSTANCES:,} fake instances ÷ the driver's list_instances()",
+        f"K1/{driver.name}",
+        f"keeper: steady-state resync of {INSTANCES:,} instances ({label}) ÷ the driver's list_instances()",
         ratio,
         "x",
         target=("<=", TARGET_RESYNC_RATIO),
