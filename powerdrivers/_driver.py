@@ -86,9 +86,11 @@ class Driver(DriverPrimitives):
     #: Every native state (and reason) the driver can report, mapped to canonical ones.
     native_states: ClassVar[NativeStateTable]
     #: Whether the driver's event source reports a hard reboot's reset as ``REBOOTED`` itself,
-    #: after ``_hard_reboot`` returned (libvirt's QEMU driver does). When false, the core
+    #: possibly after ``_hard_reboot`` returned (libvirt on QEMU does). When false, the core
     #: reports it once ``_hard_reboot`` has returned, unless the driver reported it meanwhile.
-    reports_resets: ClassVar[bool] = False
+    #: Set it on the class, or on the instance (by the time it first connects) when it depends
+    #: on the hypervisor behind the URI (libvirt's test driver reports no reset).
+    reports_resets: bool = False
 
     def __init__(self, uri: str | None = None, *, poll_interval_s: float = 0.5) -> None:
         self.uri = uri

@@ -15,6 +15,10 @@ from powerdrivers._states import Transition
 
 _MAX_FINISHED = 16
 
+#: Event kinds a hypervisor may report more than once for one occurrence: QEMU reports a reset,
+#: then the firmware's own reset as it starts (SeaBIOS resets again on a warm boot).
+_REPEATED_KINDS = frozenset({EventKind.REBOOTED})
+
 
 #: Orders the beginnings and ends of every tracker's operations: which happened before which.
 _clock = itertools.count(1)
@@ -30,6 +34,7 @@ class _Entry:
         "instance_id",
         "operation",
         "owed",
+        "repeats",
         "thread",
         "until",
     )
@@ -38,6 +43,8 @@ class _Entry:
         self.instance_id = instance_id
         self.operation = operation
         self.owed = owed
+        #: The kinds in ``_REPEATED_KINDS`` it received: their repeats are its own too.
+        self.repeats: set[EventKind] = set()
         #: The thread running the operation: what it publishes meanwhile is the driver's own report.
         self.thread = thread
         #: ``None`` while the operation runs; afterwards, until when it may still be owed events.
@@ -49,6 +56,11 @@ class _Entry:
         #: Whether it stops the instance without the guest: a forced operation, or a graceful
         #: one that fell back to forcing. Only such an operation is owed a forced stop.
         self.forced = rule_for(operation).forced
+
+    def settle(self) -> None:
+        """Expect nothing more: no event it is owed, nor a repeat of one it received."""
+        self.owed.clear()
+        self.repeats.clear()
 
 
 class OperationTracker:
@@ -62,17 +74,21 @@ class OperationTracker:
     still owed its kind, for up to ``grace_s`` seconds after that operation
     returned; each kind is matched once (repeated ``TRANSITION`` events
     excepted), and an operation that received one of its rule's
-    ``final_events`` is owed nothing more. A stop the hypervisor reports as
+    ``final_events`` is owed nothing more. One reset may be reported more
+    than once (QEMU reports it, then the firmware's own reset as it starts),
+    so a ``REBOOTED`` no operation is owed goes to the newest operation that
+    received one, while that operation is within its grace: no guest boots
+    and reboots itself that fast. A stop the hypervisor reports as
     forced (a destroyed domain) is owed only to a forced operation or to a
     graceful one that fell back to forcing (:meth:`forcing`). Operations may
     run concurrently and reach the hypervisor in any order, so a matched
     event settles only the debts of operations that *ended before* the
     matched one began: those reached the hypervisor first, and since a
     hypervisor's events arrive in order, what they are still owed will
-    never come (an event the driver reports itself, from the operation's own
-    thread, settles nothing). An operation that failed before reaching the
-    hypervisor is owed nothing. ``TRANSITION`` events are matched by the
-    transition they show instead.
+    never come, nor will repeats of what they received (an event the driver
+    reports itself, from the operation's own thread, settles nothing). An
+    operation that failed before reaching the hypervisor is owed nothing.
+    ``TRANSITION`` events are matched by the transition they show instead.
     """
 
     def __init__(self, grace_s: float = 2.0) -> None:
@@ -150,7 +166,7 @@ class OperationTracker:
         with self._lock:
             token.ended = next(_clock)
             if not reached_hypervisor:
-                token.owed.clear()
+                token.settle()
                 # A forced operation refused before it acted forced nothing.
                 self._forced.get(token.instance_id, {}).pop(token.began, None)
             token.until = time.monotonic() + self._grace_s
@@ -171,7 +187,7 @@ class OperationTracker:
         with self._lock:
             for entry in self._entries.get(instance_id, ()):
                 if entry.until is not None:
-                    entry.owed.clear()
+                    entry.settle()
 
     def forget_owed(self) -> None:
         """Forget what finished operations are still owed: their events will never come.
@@ -183,7 +199,7 @@ class OperationTracker:
             for entries in self._entries.values():
                 for entry in entries:
                     if entry.until is not None:
-                        entry.owed.clear()
+                        entry.settle()
 
     def any_in_flight(self) -> bool:
         """Whether any operation runs on any instance (a cheap check before per-instance ones)."""
@@ -309,6 +325,8 @@ class OperationTracker:
         for index, entry in enumerate(entries):
             if kind in entry.owed and not (forced and not entry.forced):
                 if consume:
+                    if kind in _REPEATED_KINDS:
+                        entry.repeats.add(kind)
                     if kind in rule_for(entry.operation).final_events:
                         entry.owed.clear()
                     elif kind is not EventKind.TRANSITION:
@@ -319,8 +337,12 @@ class OperationTracker:
                     if entry.until is not None or entry.thread != threading.get_ident():
                         for older in entries[:index]:
                             if older.ended is not None and older.ended < entry.began:
-                                older.owed.clear()
+                                older.settle()
                 return entry.operation
+        if kind in _REPEATED_KINDS:
+            for entry in reversed(entries):
+                if kind in entry.repeats:
+                    return entry.operation
         return None
 
 

@@ -32,21 +32,27 @@ def power_cycle(domain: libvirt.virDomain) -> None:
     domain.create()
 
 
-def reset(domain: libvirt.virDomain) -> None:
-    """Reset the domain without asking the guest, leaving it running."""
+def reset(domain: libvirt.virDomain) -> bool:
+    """Reset the domain without asking the guest, leaving it running.
+
+    Returns whether it was reset in place (QEMU reports that as REBOOT
+    events), false when it was stopped and started instead.
+    """
     if domain.state()[0] == libvirt.VIR_DOMAIN_CRASHED:
         # A crashed domain is kept for inspection; a reset cannot revive it.
         power_cycle(domain)
-        return
+        return False
     try:
         domain.reset(0)
     except libvirt.libvirtError as error:
         if code_name(error) not in ("VIR_ERR_NO_SUPPORT", "VIR_ERR_OPERATION_UNSUPPORTED"):
             raise
         power_cycle(domain)
+        return False
     # A reset keeps a paused domain paused; the table promises it running.
     if domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
         domain.resume()
+    return True
 
 
 def remove(domain: libvirt.virDomain) -> None:

@@ -130,6 +130,11 @@ class LibvirtDriver(Driver):
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError:
             _LOG.debug("keepalive not supported on %s", shown)
+        try:
+            # QEMU reports a reset as REBOOT events; the test driver reports none.
+            self.reports_resets = conn.getType() == "QEMU"
+        except libvirt.libvirtError:
+            _LOG.debug("cannot tell which hypervisor %s drives", shown)
         return conn
 
     def _reopened(self, handle: Handle) -> None:
@@ -220,12 +225,14 @@ class LibvirtDriver(Driver):
     # -- operations -------------------------------------------------------------
 
     def _on_domain(
-        self, instance: InstanceReading, operation: str, action: Callable[[libvirt.virDomain], object]
-    ) -> None:
-        def work(conn: libvirt.virConnect) -> None:
+        self, instance: InstanceReading, operation: str, action: Callable[[libvirt.virDomain], _T]
+    ) -> _T | None:
+        """Run ``action`` on the instance's domain; ``None`` if another client did the same first."""
+
+        def work(conn: libvirt.virConnect) -> _T | None:
             domain = self._lookup(conn, instance.id)
             try:
-                action(domain)
+                return action(domain)
             except libvirt.libvirtError as error:
                 if CATEGORIES.get(code_name(error)) in _NOT_RACES:
                     raise
@@ -236,8 +243,9 @@ class LibvirtDriver(Driver):
                     raise refused from error
                 if not settled:
                     raise
+                return None
 
-        self._call(work, instance=instance, operation=operation)
+        return self._call(work, instance=instance, operation=operation)
 
     def _start(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "start", bring_up)
@@ -256,7 +264,10 @@ class LibvirtDriver(Driver):
             self._publish(EventKind.REBOOTED, self._read_one(instance.id))
 
     def _hard_reboot(self, instance: InstanceReading) -> None:
-        self._on_domain(instance, "hard_reboot", reset)
+        in_place = self._on_domain(instance, "hard_reboot", reset)
+        if in_place is False and self.reports_resets:
+            # Stopped and started instead: no REBOOT event comes, so the reset is reported here.
+            self._publish(EventKind.REBOOTED, self._read_one(instance.id))
 
     def _pause(self, instance: InstanceReading) -> None:
         self._on_domain(instance, "pause", lambda domain: domain.suspend())
