@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from powerdrivers.keeper._errors import (
     ActionInFlight,
+    InvalidStoreURL,
     KeeperError,
     StoreError,
     StoreUnavailable,
@@ -41,6 +42,7 @@ __all__ = [
     "HistoryRecord",
     "HostView",
     "InstanceView",
+    "InvalidStoreURL",
     "Keeper",
     "KeeperError",
     "KeeperSettings",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from powerdrivers import InstanceNotFound, PowerDriversError
+from powerdrivers import ConfigurationError, InstanceNotFound, PowerDriversError
 
 
 class KeeperError(PowerDriversError):
@@ -12,6 +12,11 @@ class KeeperError(PowerDriversError):
 class UnknownInstance(KeeperError, InstanceNotFound):
     """The store has no instance with this id (no keeper has seen it yet)."""
 
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        message = f"the keeper's store has no instance {ref!r} (no keeper has seen it yet)"
+        PowerDriversError.__init__(self, message)
+
 
 class ActionInFlight(KeeperError):
     """The instance already has an open action (this process's or another's): nothing was done."""
@@ -19,6 +24,10 @@ class ActionInFlight(KeeperError):
 
 class StoreError(KeeperError):
     """The store cannot be opened, migrated or written; the message says which and why."""
+
+
+class InvalidStoreURL(StoreError, ConfigurationError):
+    """The store URL is empty or not a database URL: the caller's input, nothing was attempted."""
 
 
 class StoreUnavailable(StoreError):

@@ -388,7 +388,7 @@ class SqlStore(StoreConnection):
         with self._read(f"read the history of {instance_id!r}") as connection:
             rows = connection.execute(query.order_by(history.c.id.desc()).limit(count)).all()
             if not rows and not ops.is_known(connection, instance_id):
-                raise UnknownInstance(f"the keeper's store has no instance {instance_id!r}")
+                raise UnknownInstance(instance_id)
             return [history_record(row) for row in rows]
 
     def changes_since(self, cursor: int) -> tuple[int, list[str]]:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
 from powerdrivers import parse_count, redact_uri
-from powerdrivers.keeper._errors import StoreError, StoreUnavailable
+from powerdrivers.keeper._errors import InvalidStoreURL, StoreError, StoreUnavailable
 
 #: How long a writer waits for another process's write lock before the store is "unavailable".
 BUSY_TIMEOUT_S: Final = 30.0
@@ -33,12 +33,12 @@ class StoreLocation:
 
     def __init__(self, url: str) -> None:
         if not isinstance(url, str) or not url.strip():
-            raise StoreError("the keeper's store URL is empty")
+            raise InvalidStoreURL("the keeper's store URL is empty")
         self.redacted = redact_uri(url.strip())
         try:
             self.url: URL = make_url(url.strip())
         except (exc.ArgumentError, ValueError, TypeError):
-            raise StoreError(f"the keeper's store URL is not a database URL: {self.redacted}") from None
+            raise InvalidStoreURL(f"the keeper's store URL is not a database URL: {self.redacted}") from None
         if self.url.password is not None:
             self.redacted = self.url.render_as_string(hide_password=True)
 
@@ -71,7 +71,7 @@ def create_store_engine(location: StoreLocation) -> Engine:
     if sqlite:
         database = url.database or ""
         if database in ("", ":memory:") or url.query.get("mode") == "memory":
-            raise StoreError(
+            raise InvalidStoreURL(
                 f"keeper store {location.redacted}: an in-memory SQLite database cannot be shared; "
                 "give a file (sqlite:///path/keeper.db)"
             )
@@ -87,6 +87,11 @@ def create_store_engine(location: StoreLocation) -> Engine:
         reason = location.clean(str(problem))
         raise StoreError(
             f"keeper store {location.redacted}: its database driver is not installed: {reason}"
+        ) from None
+    except exc.NoSuchModuleError:
+        raise InvalidStoreURL(
+            f"keeper store {location.redacted}: not a database this store knows (sqlite:///FILE or "
+            "postgresql+psycopg://...)"
         ) from None
     except (exc.SQLAlchemyError, ValueError, TypeError) as problem:
         raise location.error("open the database", problem) from None

@@ -30,7 +30,7 @@ def instance_row(connection: Connection, instance_id: str) -> Row[Any]:
     """Return the instance's row. Raises ``UnknownInstance``."""
     row = connection.execute(select(instances).where(instances.c.id == instance_id)).first()
     if row is None:
-        raise UnknownInstance(f"the keeper's store has no instance {instance_id!r}")
+        raise UnknownInstance(instance_id)
     return row
 
 

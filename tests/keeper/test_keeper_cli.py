@@ -137,7 +137,9 @@ def test_quarantine_clear_from_the_cli_releases_a_running_keepers_instance(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (("history", "no-such-vm"), 3, "no-such-vm"),
+        (("history", "no-such-vm"), 3, "the keeper's store has no instance 'no-such-vm' (no keeper"),
+        (("history", "web-1", "--store", "nosuchdb://keeper"), 2, "not a database this store knows"),
+        (("policy", "web-1", "always", "--store", "sqlite://"), 2, "in-memory"),
         (("policy", "web-1", "sometimes"), 2, "invalid choice"),
         (("history", "web-1", "--limit", "0"), 2, "--limit"),
         (("keep", "--resync", "nan"), 2, "--resync"),

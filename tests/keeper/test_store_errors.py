@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import exc
 
-from powerdrivers import InstanceReading, PowerState
-from powerdrivers.keeper import Cause, StoreError, StoreUnavailable
+from powerdrivers import ConfigurationError, InstanceReading, PowerState
+from powerdrivers.keeper import Cause, InvalidStoreURL, StoreError, StoreUnavailable
 from powerdrivers.keeper import _store_db as store_db
 from powerdrivers.keeper._store import SqlStore, open_store
 from powerdrivers.keeper._store_db import StoreLocation
@@ -30,22 +30,23 @@ def opening_fails(url: str, kind: type[StoreError] = StoreError) -> str:
 
 @pytest.mark.parametrize("url", ["", "   ", "not a url", "://nothing"])
 def test_a_url_that_is_no_database_url_is_refused(url: str) -> None:
-    opening_fails(url)
+    opening_fails(url, InvalidStoreURL)
+    assert issubclass(InvalidStoreURL, ConfigurationError)  # the caller's input: exit 2 in the CLI
 
 
 def test_an_unknown_database_kind_is_refused_without_its_password() -> None:
-    message = opening_fails(f"nosuchdb://admin:{SECRET}@db.example/keeper")
+    message = opening_fails(f"nosuchdb://admin:{SECRET}@db.example/keeper", InvalidStoreURL)
     assert "nosuchdb://admin:" in message
 
 
-def test_a_database_driver_that_is_not_installed_is_a_store_error_without_the_password() -> None:
-    message = opening_fails(f"mssql+nosuchdriver://admin:{SECRET}@db.example/keeper")
-    assert "cannot open the database" in message or "not a database URL" in message
+def test_a_database_driver_sqlalchemy_does_not_know_is_refused_without_the_password() -> None:
+    message = opening_fails(f"mssql+nosuchdriver://admin:{SECRET}@db.example/keeper", InvalidStoreURL)
+    assert "not a database this store knows" in message
 
 
 def test_an_in_memory_sqlite_database_is_refused() -> None:
-    assert "in-memory" in opening_fails("sqlite://")
-    assert "in-memory" in opening_fails("sqlite:///:memory:")
+    assert "in-memory" in opening_fails("sqlite://", InvalidStoreURL)
+    assert "in-memory" in opening_fails("sqlite:///:memory:", InvalidStoreURL)
 
 
 def test_a_folder_that_cannot_be_made_leaves_the_store_unavailable(tmp_path: Path) -> None:
