@@ -148,3 +148,7 @@ class Actor:
             _LOG.error(
                 "keeper: action %d ended %s but could not be recorded: %s", action.id, status.value, failure
             )
+        except KeeperError as failure:
+            # Someone closed the intent first (a keeper starting on the same host took it for a
+            # dead one's): its record stands, and the worker must still hear that the action ended.
+            _LOG.warning("keeper: action %d ended %s, but %s", action.id, status.value, failure)

@@ -174,3 +174,22 @@ def test_bad_arguments_are_keeper_errors_naming_what_is_wrong(store: SqlStore) -
         with pytest.raises(InvalidOption, match="limit"):
             keeper.history(WEB1, limit=0)
     assert isinstance(KeeperSettings.from_options(**QUICK), KeeperSettings)
+
+
+def test_an_action_whose_intent_someone_else_closed_still_frees_the_instance(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, backoff_base=0.1) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        driver.set_latency(0.5)
+        driver.crash("web-1")
+        [intent] = wait_until(store.open_actions, what="the restart's intent")
+        # What a second keeper starting on the same host does to an intent it takes for a dead one's.
+        store.finish_action(intent.id, ActionStatus.INTERRUPTED, intent.requested_at, error="taken over")
+        wait_until(lambda: not keeper._workers["h1"].in_flight, what="the worker told the action ended")
+        assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
+        driver.set_latency(0)
+        driver.crash("web-1")
+        done = wait_until(
+            lambda: [r for r in records(keeper, WEB1, RecordKind.ACTION) if r.outcome != "interrupted"],
+            what="the restart after the next crash",
+        )
+        assert [r.operation for r in done] == ["start"]
