@@ -30,7 +30,7 @@ from powerdrivers import (
 )
 from powerdrivers.keeper._backoff import backoff_until, consecutive_failures
 from powerdrivers.keeper._decide import classify, decide, is_crash, is_desired
-from powerdrivers.keeper._errors import StoreError
+from powerdrivers.keeper._errors import StoreError, UnknownInstance
 from powerdrivers.keeper._handoff import ActionEnd, ActionTaker, reading_of, unchanged, utcnow
 from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy
 from powerdrivers.keeper._settings import KeeperSettings
@@ -349,9 +349,17 @@ class HostWorker:
         self.in_flight[action.instance_id] = Operation(action.operation)
         self._actor.carry_out(self, action)
 
-    def _on_changed(self, view: InstanceView) -> None:
-        before = self._views.get(view.id)
-        if before is None or view.host != self.name:
+    def _on_changed(self, posted: InstanceView) -> None:
+        before = self._views.get(posted.id)
+        if before is None or posted.host != self.name:
+            return
+        # The posted view may predate this thread's own last write (read by the poller just
+        # before a quarantine, say), so the store's current row decides, never the posted copy.
+        try:
+            view = self._store.instance(posted.id)
+        except UnknownInstance:
+            return
+        if view.host != self.name:
             return
         self._views[view.id] = view
         if view.policy is not before.policy or (before.quarantined and not view.quarantined):

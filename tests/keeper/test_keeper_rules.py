@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -212,3 +213,19 @@ def test_an_event_older_than_the_last_reading_is_not_taken_for_news(store: SqlSt
 
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def test_a_view_read_before_a_quarantine_and_handed_over_late_does_not_release_it(store: SqlStore) -> None:
+    settings: dict[str, Any] = {"backoff_base": 0.05, "quarantine_after": 3}
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, **settings) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        driver.inject_failure(HypervisorError("the disk is gone"), Operation.START, once=False)
+        driver.crash("web-1")
+        quarantined = wait_until(lambda: keeper.view(WEB1).quarantined and keeper.view(WEB1), what="it")
+        # What the store poller hands over when it read the instance just before the quarantine.
+        before = dataclasses.replace(quarantined, quarantined=False, fault=None, in_flight=None)
+        keeper._workers["h1"].post("changed", before)
+        keeper.resync()  # handled after the stale view, on the same thread
+        time.sleep(0.3)
+        assert keeper.view(WEB1).quarantined
+        assert _actions(store) == ["start", "start", "start"]
