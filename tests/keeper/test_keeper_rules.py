@@ -221,7 +221,8 @@ def test_a_view_read_before_a_quarantine_and_handed_over_late_does_not_release_i
         keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
         driver.inject_failure(HypervisorError("the disk is gone"), Operation.START, once=False)
         driver.crash("web-1")
-        quarantined = wait_until(lambda: keeper.view(WEB1).quarantined and keeper.view(WEB1), what="it")
+        wait_until(lambda: keeper.view(WEB1).quarantined, what="the quarantine")
+        quarantined = keeper.view(WEB1)
         # What the store poller hands over when it read the instance just before the quarantine.
         before = dataclasses.replace(quarantined, quarantined=False, fault=None, in_flight=None)
         keeper._workers["h1"].post("changed", before)
