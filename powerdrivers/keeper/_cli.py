@@ -135,7 +135,7 @@ def _cmd_quarantine_clear(options: argparse.Namespace) -> int:
 def _cmd_history(options: argparse.Namespace) -> int:
     store = _open(options)
     try:
-        found = list(reversed(store.history(_resolve(store, options.id), options.limit)))
+        found = list(reversed(store.history(_history_id(store, options.id), options.limit)))
     finally:
         store.close()
     _emit(
@@ -207,6 +207,16 @@ def _resolve(store: SqlStore, ref: str) -> str:
         if named:
             raise InvalidOption(f"{len(named)} instances are named {ref!r}: give the id") from None
         raise
+
+
+def _history_id(store: SqlStore, ref: str) -> str:
+    """Return the id whose history ``ref`` names: a vanished instance's history stays readable by id."""
+    from powerdrivers.keeper._errors import UnknownInstance
+
+    try:
+        return _resolve(store, ref)
+    except UnknownInstance:
+        return ref  # the store's history says whether it knows the id at all
 
 
 def _requester() -> str:

@@ -9,14 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from engine_support import fake_host, running_keeper, wait_until
 from powerdrivers_fake import instance_id
 
-from powerdrivers import HypervisorError, Operation, PowerState
-from powerdrivers.keeper import ActionStatus, Policy, RecordKind, SqlStore
+from powerdrivers import HypervisorError, InstanceReading, Operation, PowerState
+from powerdrivers.keeper import ActionStatus, Cause, Policy, RecordKind, SqlStore
 
 WEB1 = instance_id("web-1")
 HISTORY_FIELDS = {
@@ -220,3 +221,16 @@ def test_keep_in_json_announces_itself_as_one_json_line(env: dict[str, str]) -> 
     assert announced["host"] == "h1" and announced["driver"] == "fake"
     assert announced["store"] == env["POWERDRIVERS_STORE"]
     assert process.returncode == 0
+
+
+def test_history_of_an_instance_that_vanished_stays_readable_by_its_id(
+    env: dict[str, str], store: SqlStore
+) -> None:
+    now = datetime.now(UTC)
+    store.register_host("h1", "fake", None)
+    reading = InstanceReading("gone-1", "gone", PowerState.RUNNING, None, "running", "booted", now)
+    store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+    store.record_vanished("h1", "gone-1", now)
+    shown = cli(env, "-f", "json", "history", "gone-1")
+    assert shown.returncode == 0, shown.stderr
+    assert [r["cause"] for r in json.loads(shown.stdout)] == ["appeared", "vanished"]
