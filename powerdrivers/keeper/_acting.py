@@ -94,7 +94,7 @@ class Actor:
                 instance_id, operation.value, options, self._settings.who, status=ActionStatus.RUNNING
             )
         except ActionInFlight:
-            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False))
+            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False, retry=True))
             return
         except StoreError as error:
             _LOG.error(
@@ -103,7 +103,7 @@ class Actor:
                 operation.value,
                 error,
             )
-            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False))
+            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False, retry=True))
             return
         _LOG.info("keeper: %s: %s (%s)", live.name, operation.value, decision.reason)
         self._run(worker, action, operation, action.options)

@@ -41,12 +41,17 @@ def reading_of(view: InstanceView) -> InstanceReading:
 
 
 class ActionEnd(NamedTuple):
-    """What an action thread reports back: the instance, and the error if it failed."""
+    """What an action thread reports back: the instance, and the error if it failed.
+
+    ``retry`` says the correction was dropped for a passing reason (its intent could not be
+    recorded, or another process's action was open): it is looked at again later.
+    """
 
     instance_id: str
     operation: Operation
     error: str | None
     acted: bool
+    retry: bool = False
 
 
 class ActionTaker(Protocol):

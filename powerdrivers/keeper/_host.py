@@ -216,6 +216,8 @@ class HostWorker:
             listed = {reading.id for reading in readings}
             for gone in [instance_id for instance_id in last if instance_id not in listed]:
                 self._vanish(gone, utcnow())
+        for instance_id in [i for i in self._missed if i not in self.in_flight]:
+            self._evaluate(instance_id, self._missed.pop(instance_id))
 
     def _observe(
         self, reading: InstanceReading, kind: EventKind | None, caused_by: Operation | None, *, own: bool
@@ -371,6 +373,10 @@ class HostWorker:
 
     def _on_action_end(self, end: ActionEnd) -> None:
         self.in_flight.pop(end.instance_id, None)
+        if end.retry:
+            # Looked at again when the blocking action ends or at the next resync, not at once.
+            self._missed.setdefault(end.instance_id, None)
+            return
         if end.error is None:
             if end.acted:
                 self._action_failures.pop(end.instance_id, None)

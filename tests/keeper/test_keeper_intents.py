@@ -48,6 +48,52 @@ def test_no_action_is_taken_when_its_intent_cannot_be_recorded(store_url: str) -
         store.close()
 
 
+class _IntentsUnwritableOnce(SqlStore):
+    """The real store, except that the first intent cannot be recorded (the database blinked)."""
+
+    refused = False
+
+    def open_action(self, *args: Any, **kwargs: Any) -> Action:
+        if not self.refused:
+            self.refused = True
+            raise StoreUnavailable("the database is not answering")
+        return super().open_action(*args, **kwargs)
+
+
+def test_a_correction_whose_intent_could_not_be_recorded_is_tried_again_at_the_next_resync(
+    store_url: str,
+) -> None:
+    store = _IntentsUnwritableOnce(store_url)
+    try:
+        with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            driver.crash("web-1")
+            wait_until(lambda: store.refused and not keeper._workers["h1"].in_flight, what="the refusal")
+            assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
+            keeper.resync()
+            wait_until(lambda: records(keeper, WEB1, RecordKind.ACTION), what="the restart")
+            assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
+    finally:
+        store.close()
+
+
+def test_a_correction_another_process_blocked_is_tried_again_once_its_action_ended(
+    store: SqlStore,
+) -> None:
+    # The poller is slow here: the keeper learns of the other action only when it tries its own.
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, poll_interval=60) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        keeper.resync()  # the worker has taken the new policy before the other action opens
+        other = store.open_action(WEB1, "pause", {}, "another-process", status=ActionStatus.RUNNING)
+        driver.crash("web-1")
+        worker = keeper._workers["h1"]
+        wait_until(lambda: WEB1 in worker._missed and not worker.in_flight, what="the refused correction")
+        assert not records(keeper, WEB1, RecordKind.ACTION)
+        store.finish_action(other.id, ActionStatus.FAILED, other.requested_at, error="gave up")
+        keeper.resync()
+        wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the restart")
+
+
 def test_the_intent_is_recorded_running_before_the_driver_is_called(store: SqlStore) -> None:
     with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
         keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
