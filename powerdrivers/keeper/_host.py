@@ -76,7 +76,8 @@ class HostWorker:
         self.ready = threading.Event()
         """Set once the first resync has ended (well or not)."""
         self.held: set[str] = set()
-        """Instances whose intent a dead keeper left open: the first resync does not act on them."""
+        """Instances whose intent a dead keeper left open: left alone until a change read after
+        the first resync, or a new policy or quarantine release."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -113,7 +114,6 @@ class HostWorker:
         except Exception:
             _LOG.exception("keeper: host %s: the first resync failed", self.name)
         finally:
-            self.held.clear()
             self.ready.set()
         for view in list(self._views.values()):
             if view.backoff_until is not None:
@@ -255,6 +255,8 @@ class HostWorker:
             detail="found by reading, not by an event" if kind is None and not own and previous else None,
         )
         self._last[reading.id] = reading
+        if self.ready.is_set():
+            self.held.discard(reading.id)
         if previous is None:
             self._views[reading.id] = self._store.instance(reading.id)
         if cause is Cause.GUEST_REBOOT:
@@ -365,6 +367,7 @@ class HostWorker:
             return
         self._views[view.id] = view
         if view.policy is not before.policy or (before.quarantined and not view.quarantined):
+            self.held.discard(view.id)
             if not view.quarantined:
                 self._action_failures.pop(view.id, None)
             self._evaluate(view.id, None)

@@ -122,6 +122,22 @@ def test_an_intent_left_running_is_closed_interrupted_at_start_and_never_reissue
             assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
 
 
+def test_an_interrupted_intent_of_an_instance_that_was_backing_off_is_not_reissued(store: SqlStore) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        driver.crash("web-1")
+        # A keeper killed while it carried out the restart a backoff had held back.
+        left = store.open_action(WEB1, "start", {}, "keeper@dead:1", status=ActionStatus.RUNNING)
+        store.set_backoff(WEB1, 2, left.requested_at)
+        with running_keeper(store, {"h1": driver}, backoff_base=0.1) as keeper:
+            assert store.action(left.id).status is ActionStatus.INTERRUPTED
+            time.sleep(1.0)  # well past the backoff the new reading of the crash sets
+            keeper.resync()
+            assert [r.operation for r in records(keeper, WEB1, RecordKind.ACTION)] == ["start"]
+            assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
+
+
 def test_a_request_through_the_keeper_is_recorded_attributed_and_carried_out(store: SqlStore) -> None:
     with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
         action = keeper.request(WEB1, "shutdown", "bob", timeout=5)
