@@ -32,7 +32,7 @@ from powerdrivers.keeper._backoff import backoff_until, consecutive_failures
 from powerdrivers.keeper._decide import classify, decide, is_crash, is_desired
 from powerdrivers.keeper._errors import StoreError, UnknownInstance
 from powerdrivers.keeper._handoff import ActionEnd, ActionTaker, reading_of, unchanged, utcnow
-from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy
+from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy, RecordKind
 from powerdrivers.keeper._settings import KeeperSettings
 from powerdrivers.keeper._store_api import KeeperStore
 
@@ -116,7 +116,8 @@ class HostWorker:
         finally:
             self.ready.set()
         for view in list(self._views.values()):
-            if view.backoff_until is not None:
+            busy = view.id in self.in_flight or view.id in self._awaiting_reboot
+            if not busy and (view.backoff_until is not None or self._left_in_drift(view)):
                 self._evaluate(view.id, None)
         while True:
             now = time.monotonic()
@@ -301,6 +302,18 @@ class HostWorker:
         deferred, self._deferred = self._deferred, set()
         for instance_id in deferred:
             self._evaluate(instance_id, None)
+
+    def _left_in_drift(self, view: InstanceView) -> bool:
+        """Whether a keeper before this one stopped before correcting a change nobody asked for.
+
+        (It stopped inside the reboot window, say.) No event will announce that drift again.
+        """
+        reading = self._last.get(view.id)
+        if reading is None or view.policy is Policy.MANUAL or is_desired(view.policy, reading.power_state):
+            return False
+        records = self._store.history(view.id, 50)
+        last = next((record for record in records if record.kind is RecordKind.OBSERVED), None)
+        return last is not None and last.cause in (Cause.OUT_OF_BAND, Cause.CRASH)
 
     # -- deciding -----------------------------------------------------------------------------
 

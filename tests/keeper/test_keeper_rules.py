@@ -105,6 +105,31 @@ def test_a_stop_quickly_followed_by_a_start_is_a_guest_reboot_and_triggers_nothi
         assert keeper.view(WEB1).failures == 0
 
 
+def test_a_stop_a_keeper_left_uncorrected_when_it_stopped_is_corrected_by_the_next(store: SqlStore) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}, reboot_window=60) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            behind_the_back(driver, "web-1", "shutoff", "destroyed")
+            wait_until(lambda: keeper.view(WEB1).power_state is PowerState.SHUTOFF, what="the stop")
+        # Stopped inside the reboot window: the stop is recorded, not yet undone.
+        assert _actions(store) == []
+        with running_keeper(store, {"h1": driver}, reboot_window=60):
+            wait_until(lambda: _actions(store) == ["start"], what="the start by the next keeper")
+            assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
+
+
+def test_a_stop_the_keeper_carried_out_is_not_undone_by_the_next_keeper(store: SqlStore) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            keeper.wait(keeper.request(WEB1, "power_off", "bob").id, timeout=10)
+        with running_keeper(store, {"h1": driver}) as keeper:
+            keeper.resync()
+            time.sleep(0.3)
+            assert _actions(store) == ["power_off"]
+            assert driver.get_instance(WEB1).power_state is PowerState.SHUTOFF
+
+
 def test_a_crash_is_restarted_without_waiting_for_the_reboot_window(store: SqlStore) -> None:
     with fake_host() as driver, running_keeper(store, {"h1": driver}, reboot_window=60) as keeper:
         keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
