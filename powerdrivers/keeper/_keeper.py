@@ -169,14 +169,15 @@ class Keeper:
 
     def wait(self, action_id: int, timeout: float = 60.0) -> Action:
         """Wait until the action has ended and return it. Raises ``OperationTimeout``, ``KeeperError``."""
-        deadline = time.monotonic() + parse_duration("timeout", timeout)
+        seconds = parse_duration("timeout", timeout)
+        deadline = time.monotonic() + seconds
         while True:
             action = self._store.action(action_id)
             if action.status in _FINAL:
                 return action
             if time.monotonic() >= deadline:
                 raise OperationTimeout(
-                    f"action {action_id} is still {action.status.value} after {timeout:g} s"
+                    f"action {action_id} is still {action.status.value} after {seconds:g} s"
                 )
             time.sleep(0.02)
 
@@ -209,7 +210,8 @@ class Keeper:
         """Resync every host now and return when done. Raises ``OperationTimeout``, ``KeeperError``."""
         if not self._started or self._stopping.is_set():
             raise KeeperError("the keeper is not running")
-        deadline = time.monotonic() + parse_duration("timeout", timeout)
+        seconds = parse_duration("timeout", timeout)
+        deadline = time.monotonic() + seconds
         done = []
         for worker in self._workers.values():
             finished = threading.Event()
@@ -217,7 +219,7 @@ class Keeper:
             done.append((worker.name, finished))
         for name, finished in done:
             if not finished.wait(max(0.0, deadline - time.monotonic())):
-                raise OperationTimeout(f"host {name} did not resync within {timeout:g} s")
+                raise OperationTimeout(f"host {name} did not resync within {seconds:g} s")
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from engine_support import QUICK, fake_host, records, running_keeper, wait_until
 from powerdrivers_fake import instance_id
 from sqlalchemy import event
 
-from powerdrivers import ConfigurationError, InvalidOption, Operation, PowerState
+from powerdrivers import ConfigurationError, InvalidOption, Operation, OperationTimeout, PowerState
 from powerdrivers.keeper import (
     Action,
     ActionInFlight,
@@ -255,3 +255,12 @@ def test_an_action_whose_intent_someone_else_closed_still_frees_the_instance(sto
             what="the restart after the next crash",
         )
         assert [r.operation for r in done] == ["start"]
+
+
+def test_a_wait_given_its_timeout_as_text_times_out_with_a_keeper_error(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        driver.set_latency(0.5)
+        action = keeper.request(WEB1, "shutdown", "bob")
+        with pytest.raises(OperationTimeout, match=r"after 0\.01 s"):
+            keeper.wait(action.id, timeout="0.01")  # type: ignore[arg-type]
+        keeper.wait(action.id, timeout=10)
