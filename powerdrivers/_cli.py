@@ -11,81 +11,69 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import NoReturn, TextIO
 
 from powerdrivers._arguments import check_duration
-from powerdrivers._driver import Driver
+from powerdrivers._cli_support import (
+    ENV_DRIVER,
+    ENV_PASSWORD,
+    ENV_URI,
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    connect,
+    count,
+    driver_name,
+    emit,
+    exit_code_for,
+    output_format,
+    positive_seconds,
+    seconds,
+)
 from powerdrivers._events import Event
 from powerdrivers._exceptions import (
-    ConfigurationError,
-    HypervisorConnectionError,
-    InstanceNotFound,
-    InvalidOption,
-    InvalidStateTransition,
     OperationTimeout,
-    PluginError,
     PowerDriversError,
-    UnsupportedOperation,
 )
-from powerdrivers._loader import available_drivers, installed_driver_names, load_driver, load_driver_class
+from powerdrivers._loader import available_drivers, load_driver_class
 from powerdrivers._operations import OPERATION_TABLE, Operation
 from powerdrivers._outcomes import OperationResult
-from powerdrivers._output import print_json, print_json_line, print_table
+from powerdrivers._output import print_json_line
 from powerdrivers._progress import Progress
 from powerdrivers._reading import InstanceReading
 from powerdrivers._sampler import VcpuSampler
-from powerdrivers._secrets import SECRET_NAMES, Secret
 from powerdrivers._states import PowerState, Transition
-from powerdrivers._values import parse_count, parse_duration
 from powerdrivers._vcpu import InstanceVcpuStats, VcpuStats
 
-_T = TypeVar("_T")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_INVALID = 4
-EXIT_CONNECTION = 5
-EXIT_INTERRUPTED = 130
-
-_EXIT_CODES: tuple[tuple[type[PowerDriversError], int], ...] = (
-    (PluginError, EXIT_USAGE),
-    (ConfigurationError, EXIT_USAGE),
-    (InstanceNotFound, EXIT_NOT_FOUND),
-    (InvalidStateTransition, EXIT_INVALID),
-    (UnsupportedOperation, EXIT_INVALID),
-    (HypervisorConnectionError, EXIT_CONNECTION),
-)
-
-_ENV_DRIVER = "POWERDRIVERS_DRIVER"
-_ENV_URI = "POWERDRIVERS_URI"
-_ENV_PASSWORD = "POWERDRIVERS_PASSWORD"  # noqa: S105  (the variable's name, not a secret)
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "exit_code_for",
+    "main",
+]
 
 _VERBS = {Operation.SHUTDOWN: "shut down", Operation.REBOOT: "reboot"}
-
-
-class UsageError(Exception):
-    """The command line itself is wrong."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def exit_code_for(error: PowerDriversError) -> int:
-    """Return the documented exit code for ``error``."""
-    for error_class, code in _EXIT_CODES:
-        if isinstance(error, error_class):
-            return code
-    return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,9 +110,9 @@ def _fail(code: int, message: str, debug: bool) -> int:
 
 def _build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("-d", "--driver", default=argparse.SUPPRESS, help=f"driver name (or ${_ENV_DRIVER})")
+    common.add_argument("-d", "--driver", default=argparse.SUPPRESS, help=f"driver name (or ${ENV_DRIVER})")
     common.add_argument(
-        "-c", "--connect", metavar="URI", default=argparse.SUPPRESS, help=f"URI (or ${_ENV_URI})"
+        "-c", "--connect", metavar="URI", default=argparse.SUPPRESS, help=f"URI (or ${ENV_URI})"
     )
     common.add_argument(
         "-o",
@@ -144,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Read and change VM power states through any powerdrivers driver.",
         parents=[common],
         epilog=(
-            f"Environment: {_ENV_DRIVER}, {_ENV_URI}, {_ENV_PASSWORD} (a password is never a flag). "
+            f"Environment: {ENV_DRIVER}, {ENV_URI}, {ENV_PASSWORD} (a password is never a flag). "
             "Exit codes: 0 ok, 1 operation failed, 2 usage, 3 instance not found, "
             "4 invalid transition or unsupported operation, 5 connection or authentication failure."
         ),
@@ -163,10 +151,10 @@ def _build_parser() -> argparse.ArgumentParser:
     command("start", _simple("start", "starting"), "power an instance on").add_argument("id", metavar="ID")
     shutdown = command("shutdown", _cmd_shutdown, "ask the guest to shut down; force it after the timeout")
     shutdown.add_argument("id", metavar="ID")
-    shutdown.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="default 60")
+    shutdown.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="default 60")
     shutdown.add_argument(
         "--retry-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=10.0,
         metavar="S",
         help="resend every S; default 10",
@@ -178,7 +166,7 @@ def _build_parser() -> argparse.ArgumentParser:
     reboot = command("reboot", _cmd_reboot, "reboot through the guest (verified), or --hard")
     reboot.add_argument("id", metavar="ID")
     reboot.add_argument("--hard", action="store_true", help="reset without asking the guest")
-    reboot.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="default 60")
+    reboot.add_argument("--timeout", type=seconds, default=60.0, metavar="S", help="default 60")
     reboot.add_argument("--no-force", action="store_true", help="no hard fallback; end timed_out instead")
     for name, method, label, help_text in (
         ("pause", "pause", "pausing", "pause an instance's VCPUs"),
@@ -192,10 +180,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("id", metavar="ID", nargs="?")
     stats.add_argument("--all", action="store_true", help="every running instance, from one bulk sample")
-    stats.add_argument("--window", type=_seconds, default=1.0, metavar="S", help="sampling window; default 1")
+    stats.add_argument("--window", type=seconds, default=1.0, metavar="S", help="sampling window; default 1")
     events = command("events", _cmd_events, "stream lifecycle events")
-    events.add_argument("--count", type=_count, default=None, metavar="N", help="stop after N events")
-    events.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="stop after S seconds")
+    events.add_argument("--count", type=count, default=None, metavar="N", help="stop after N events")
+    events.add_argument("--timeout", type=seconds, default=None, metavar="S", help="stop after S seconds")
     # The keeper's verbs; their handlers import its store (SQLAlchemy) only when run.
     from powerdrivers.keeper._cli import register_keeper_commands
 
@@ -203,93 +191,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
-    return _argument(parse_duration, text)
-
-
-def _positive_seconds(text: str) -> float:
-    return _argument(lambda label, value: parse_duration(label, value, positive=True), text)
-
-
-def _count(text: str) -> int:
-    return _argument(lambda label, value: parse_count(label, value, minimum=1), text)
-
-
-def _argument(parse: Callable[[str, str], _T], text: str) -> _T:
-    """Run one of the core's validators as an argparse type: its message, argparse's usage error."""
-    try:
-        return parse("the value", text)
-    except ConfigurationError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _format(options: argparse.Namespace) -> str:
-    return str(getattr(options, "format", "table"))
-
-
-#: A table to print: its column headers and its rows.
-_Table = tuple[Sequence[str], Sequence[Sequence[object]]]
-
-
-def _emit(
-    options: argparse.Namespace,
-    value: Any,
-    headers: Sequence[str],
-    rows: Sequence[Sequence[object]],
-    *,
-    more: Sequence[_Table] = (),
-) -> None:
-    """Print a command's result: ``value`` as JSON under ``-f json``, else ``rows`` as a table.
-
-    ``more`` tables follow the first, each after a blank line, when there are rows to show.
-    """
-    if _format(options) == "json":
-        print_json(value, sys.stdout)
-        return
-    print_table(headers, rows, sys.stdout)
-    for more_headers, more_rows in more:
-        if more_rows:
-            sys.stdout.write("\n")
-            print_table(more_headers, more_rows, sys.stdout)
-
-
-def _driver_name(options: argparse.Namespace, required: bool = True) -> str | None:
-    name = getattr(options, "driver", None) or os.environ.get(_ENV_DRIVER)
-    if not name and required:
-        listed = ", ".join(installed_driver_names()) or "none"
-        raise UsageError(f"no driver given: use -d DRIVER or set {_ENV_DRIVER}; installed drivers: {listed}")
-    return name
-
-
-def _driver_options(options: argparse.Namespace) -> dict[str, Any]:
-    parsed: dict[str, Any] = {}
-    for item in getattr(options, "option", []):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"option {item!r} is not KEY=VALUE")
-        if key.lower() in SECRET_NAMES:
-            raise InvalidOption(f"a {key} is never a flag: set {_ENV_PASSWORD} instead")
-        parsed[key] = value
-    password = os.environ.get(_ENV_PASSWORD)
-    if password:
-        parsed["password"] = Secret(password)
-    return parsed
-
-
-def _connect(options: argparse.Namespace) -> Driver:
-    name = _driver_name(options)
-    assert name is not None
-    uri = getattr(options, "connect", None) or os.environ.get(_ENV_URI) or None
-    return load_driver(name, uri, **_driver_options(options))
-
-
 # -- commands -----------------------------------------------------------------
 
 
 def _cmd_drivers(options: argparse.Namespace) -> int:
     infos = available_drivers()
-    _emit(
+    emit(
         options,
         [info.to_dict() for info in infos],
         ("NAME", "DISTRIBUTION", "VERSION", "INTERFACE", "STATUS", "CAPABILITIES / ERROR"),
@@ -309,7 +216,7 @@ def _cmd_drivers(options: argparse.Namespace) -> int:
 
 
 def _cmd_states(options: argparse.Namespace) -> int:
-    name = _driver_name(options, required=False)
+    name = driver_name(options, required=False)
     rows = list(load_driver_class(name).native_states) if name else []
     native = [
         {
@@ -336,7 +243,7 @@ def _cmd_states(options: argparse.Namespace) -> int:
         }
         for rule in OPERATION_TABLE.values()
     ]
-    _emit(
+    emit(
         options,
         {
             "power_states": [{"name": s.value, "description": s.description} for s in PowerState],
@@ -375,7 +282,7 @@ def _cmd_states(options: argparse.Namespace) -> int:
 
 def _print_readings(readings: Sequence[InstanceReading], options: argparse.Namespace, single: bool) -> None:
     dicts = [reading.to_dict() for reading in readings]
-    _emit(
+    emit(
         options,
         dicts[0] if single else dicts,
         ("ID", "NAME", "POWER STATE", "TRANSITION", "NATIVE STATE", "NATIVE REASON"),
@@ -387,14 +294,14 @@ def _print_readings(readings: Sequence[InstanceReading], options: argparse.Names
 
 
 def _cmd_list(options: argparse.Namespace) -> int:
-    with _connect(options) as driver:
+    with connect(options) as driver:
         readings = sorted(driver.list_instances(), key=lambda reading: reading.name)
     _print_readings(readings, options, single=False)
     return EXIT_OK
 
 
 def _cmd_info(options: argparse.Namespace) -> int:
-    with _connect(options) as driver:
+    with connect(options) as driver:
         reading = driver.get_instance(options.id)
     _print_readings([reading], options, single=True)
     return EXIT_OK
@@ -402,7 +309,7 @@ def _cmd_info(options: argparse.Namespace) -> int:
 
 def _simple(method: str, label: str) -> Callable[[argparse.Namespace], int]:
     def handler(options: argparse.Namespace) -> int:
-        with _connect(options) as driver, Progress(f"{label} {options.id}", sys.stderr):
+        with connect(options) as driver, Progress(f"{label} {options.id}", sys.stderr):
             reading: InstanceReading = getattr(driver, method)(options.id)
         _print_readings([reading], options, single=True)
         return EXIT_OK
@@ -411,7 +318,7 @@ def _simple(method: str, label: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _cmd_shutdown(options: argparse.Namespace) -> int:
-    with _connect(options) as driver, Progress(f"shutting down {options.id}", sys.stderr):
+    with connect(options) as driver, Progress(f"shutting down {options.id}", sys.stderr):
         result = driver.shutdown(
             options.id,
             timeout=options.timeout,
@@ -422,7 +329,7 @@ def _cmd_shutdown(options: argparse.Namespace) -> int:
 
 
 def _cmd_reboot(options: argparse.Namespace) -> int:
-    with _connect(options) as driver, Progress(f"rebooting {options.id}", sys.stderr):
+    with connect(options) as driver, Progress(f"rebooting {options.id}", sys.stderr):
         result = driver.reboot(
             options.id, hard=options.hard, timeout=options.timeout, force=not options.no_force
         )
@@ -431,7 +338,7 @@ def _cmd_reboot(options: argparse.Namespace) -> int:
 
 def _report(result: OperationResult, options: argparse.Namespace) -> int:
     reading = result.reading
-    _emit(
+    emit(
         options,
         result.to_dict(),
         ("ID", "NAME", "OUTCOME", "ELAPSED S", "POWER STATE"),
@@ -455,24 +362,24 @@ def _cmd_stats(options: argparse.Namespace) -> int:
         raise UsageError("stats takes an instance ID or --all, not both or neither")
     if options.all:
         return _cmd_stats_all(options)
-    with _connect(options) as driver:
+    with connect(options) as driver:
         reading = driver.get_instance(options.id)
         with Progress(f"sampling {reading.name}", sys.stderr):
             stats = driver.vcpu_stats(reading.id, window=options.window)
     sampled = InstanceVcpuStats(reading.id, reading.name, options.window, tuple(stats))
-    _emit(options, sampled.to_dict(), _STATS_HEADERS, [_vcpu_row(s) for s in stats])
+    emit(options, sampled.to_dict(), _STATS_HEADERS, [_vcpu_row(s) for s in stats])
     return EXIT_OK
 
 
 def _cmd_stats_all(options: argparse.Namespace) -> int:
     window = check_duration("window", options.window, positive=True)
-    with _connect(options) as driver:
+    with connect(options) as driver:
         sampler = VcpuSampler(driver)
         with Progress("sampling every running instance", sys.stderr):
             sampler.sample()
             time.sleep(window)
             sampled = sampler.sample()
-    _emit(
+    emit(
         options,
         {"window_s": options.window, "instances": [instance.to_dict() for instance in sampled]},
         ("ID", "NAME", *_STATS_HEADERS),
@@ -494,10 +401,10 @@ def _cmd_events(options: argparse.Namespace) -> int:
     received: queue.Queue[Event] = queue.Queue()
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     seen = 0
-    json_lines = _format(options) == "json"
+    json_lines = output_format(options) == "json"
     if sys.stderr.isatty():
         sys.stderr.write("powerdrivers: waiting for events (Ctrl-C to stop)\n")
-    with _connect(options) as driver, driver.subscribe(received.put):
+    with connect(options) as driver, driver.subscribe(received.put):
         while options.count is None or seen < options.count:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

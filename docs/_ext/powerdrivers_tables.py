@@ -27,7 +27,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
 import powerdrivers
-from powerdrivers import _cli as cli
+from powerdrivers import _cli_support as cli
 from powerdrivers.sphinxext import Cell, TableDirective, build_table, literal, literals
 
 _LOG = logging.getLogger(__name__)
@@ -97,10 +97,10 @@ class ExitCodesDirective(TableDirective):
 def _exit_code_for_class(error_class: type[powerdrivers.PowerDriversError]) -> int:
     """Return the exit code the CLI gives an exception of ``error_class``.
 
-    Mirrors :func:`powerdrivers._cli.exit_code_for`, which needs an
+    Mirrors :func:`powerdrivers._cli_support.exit_code_for`, which needs an
     instance, using the same ordered table it reads.
     """
-    for mapped, code in cli._EXIT_CODES:
+    for mapped, code in cli.EXIT_CODES:
         if issubclass(error_class, mapped):
             return code
     return cli.EXIT_FAILED

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from powerdrivers import InvalidOption, parse_count, redact_uri
-from powerdrivers._cli import EXIT_OK, _argument, _connect, _emit, _format, _positive_seconds
+from powerdrivers._cli_support import EXIT_OK, argument, connect, emit, output_format, positive_seconds
 from powerdrivers._output import print_json_line
 from powerdrivers.keeper._model import HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._paths import STORE_VARIABLE, default_store_url
@@ -37,7 +37,7 @@ def register_keeper_commands(command: CommandAdder) -> None:
         "keep", _cmd_keep, "keep instances at their run policy, in the foreground, until interrupted"
     )
     keep.add_argument(
-        "--resync", type=_positive_seconds, default=60.0, metavar="S", help="full resync every S; default 60"
+        "--resync", type=positive_seconds, default=60.0, metavar="S", help="full resync every S; default 60"
     )
     keep.add_argument("--host", metavar="NAME", help="this host's name in the store; default HOSTNAME/URI")
     policy = command("policy", _cmd_policy, "set an instance's run policy (the keeper acts on it)")
@@ -60,7 +60,7 @@ def register_keeper_commands(command: CommandAdder) -> None:
 
 
 def _limit(text: str) -> int:
-    return _argument(lambda label, value: parse_count(label, value, minimum=1, maximum=_MAX_HISTORY), text)
+    return argument(lambda label, value: parse_count(label, value, minimum=1, maximum=_MAX_HISTORY), text)
 
 
 # -- handlers -----------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def _cmd_keep(options: argparse.Namespace) -> int:
     settings = KeeperSettings.from_options(resync_interval=options.resync)
     store = _open(options)
     try:
-        with _connect(options) as driver:
+        with connect(options) as driver:
             host = (
                 options.host
                 or f"{socket.gethostname()}/{redact_uri(driver.uri) if driver.uri else driver.name}"
@@ -86,7 +86,7 @@ def _cmd_keep(options: argparse.Namespace) -> int:
 
 
 def _announce(options: argparse.Namespace, store: str, host: str, driver: str) -> None:
-    if _format(options) == "json":
+    if output_format(options) == "json":
         print_json_line({"store": store, "host": host, "driver": driver}, sys.stdout)
     else:
         sys.stdout.write(f"store: {store}\nhost: {host} (driver {driver})\n")
@@ -138,7 +138,7 @@ def _cmd_history(options: argparse.Namespace) -> int:
         found = list(reversed(store.history(_history_id(store, options.id), options.limit)))
     finally:
         store.close()
-    _emit(
+    emit(
         options,
         [record.to_dict() for record in found],
         ("TIME", "KIND", "FROM", "TO", "NATIVE", "CAUSE", "OPERATION", "OUTCOME", "BY", "DETAIL"),
@@ -164,7 +164,7 @@ def _history_row(record: HistoryRecord) -> tuple[object, ...]:
 
 
 def _print_views(views: list[InstanceView], options: argparse.Namespace) -> None:
-    _emit(
+    emit(
         options,
         views[0].to_dict() if len(views) == 1 else [view.to_dict() for view in views],
         ("ID", "NAME", "HOST", "POWER STATE", "POLICY", "QUARANTINED", "FAILURES", "BACKOFF UNTIL", "STALE"),
