@@ -10,7 +10,7 @@ from engine_support import behind_the_back, fake_host, records, running_keeper, 
 from powerdrivers_fake import instance_id
 
 from powerdrivers import PowerState
-from powerdrivers.keeper import Cause, Policy, RecordKind, SqlStore
+from powerdrivers.keeper import ActionStatus, Cause, Policy, RecordKind, SqlStore
 
 WEB1 = instance_id("web-1")
 BATCH = instance_id("batch-7")
@@ -96,3 +96,15 @@ def test_stop_joins_every_thread_the_keeper_started(store: SqlStore) -> None:
             assert any(t.name.startswith("keeper-") for t in threading.enumerate())
         assert not [t.name for t in threading.enumerate() if t.name.startswith("keeper-")]
         keeper.stop()  # twice is harmless
+
+
+def test_stop_during_an_action_lets_it_finish_and_closes_its_intent(store: SqlStore) -> None:
+    with fake_host() as driver:
+        with running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            driver.set_latency(0.5)
+            driver.crash("web-1")
+            [intent] = wait_until(store.open_actions, what="the restart's intent")
+        assert store.open_actions() == []
+        assert store.action(intent.id).status is ActionStatus.DONE
+        assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
