@@ -2,68 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from powerdrivers_procs import ProcessDriver, define
-from powerdrivers_procs._proc import Child, live_processes, read_stat, reap
+from procs_support import INSTANCES, EventLog, kill_everything, uri_of
 
 import powerdrivers
-from powerdrivers import Event, EventKind
-from powerdrivers.conformance import EventRecorder
-
-#: The instances every test directory defines.
-INSTANCES = {
-    "sleeper": ["sleep", "30"],
-    "trapper": ["sh", "-c", "trap '' TERM; sleep 30"],
-    "crasher": ["sh", "-c", "sleep 0.2; exit 3"],
-    "segv": ["sh", "-c", "kill -SEGV $$"],
-}
-
-
-def uri_of(directory: Path) -> str:
-    """Return the procs URI of ``directory``."""
-    return "procs://" + quote(str(directory))
-
-
-def recorded_groups(directory: Path) -> list[tuple[int, int]]:
-    """Return (pid, start time) of every process the driver recorded in ``directory``."""
-    state = directory / ".procs" / "state.json"
-    if not state.exists():
-        return []
-    records = json.loads(state.read_text(encoding="utf-8"))["instances"].values()
-    return [(record["pid"], record["starttime"]) for record in records]
-
-
-def live_members(pgid: int) -> list[int]:
-    """Return the pids of the live (not zombie) processes in process group ``pgid``."""
-    return [stat.pid for stat in live_processes() if stat.pgrp == pgid]
-
-
-def kill_everything(directory: Path, timeout_s: float = 5.0) -> list[int]:
-    """SIGKILL every process group recorded in ``directory``, reap ours, return any survivors."""
-    groups = recorded_groups(directory)
-    for pid, starttime in groups:
-        stat = read_stat(pid)
-        if stat is None or stat.starttime == starttime:  # not a reused pid
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pending = [pid for pid, starttime in groups if reap(pid, starttime) is Child.RUNNING]
-        survivors = [member for pid, _ in groups for member in live_members(pid)]
-        if not pending and not survivors:
-            return []
-        if time.monotonic() > deadline:
-            return pending + survivors
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -82,14 +28,6 @@ def driver(home: Path) -> Iterator[ProcessDriver]:
     assert isinstance(loaded, ProcessDriver)
     with loaded:
         yield loaded
-
-
-class EventLog(EventRecorder):
-    """The core's recording listener, waited on by instance name and kind."""
-
-    def wait(self, name: str, kind: EventKind, timeout_s: float = 5.0) -> Event:
-        """Return the first event of ``kind`` about ``name``, waiting up to ``timeout_s``."""
-        return self.wait_for_event(kind=kind, name=name, timeout=timeout_s)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INSTANCES, EventLog, live_members, uri_of
 from powerdrivers_procs import (
     PROCS_NATIVE_STATES,
     ProcessDriver,
@@ -23,6 +22,7 @@ from powerdrivers_procs import (
 )
 from powerdrivers_procs._errors import translated
 from powerdrivers_procs._proc import read_stat
+from procs_support import INSTANCES, EventLog, live_members, uri_of
 
 import powerdrivers
 from powerdrivers import (
