@@ -8,6 +8,9 @@ parties use too. What only this documentation needs lives here:
 ``.. powerdrivers-exit-codes::``
     Which CLI exit code each exception class of ``powerdrivers.__all__`` gives.
 
+``.. powerdrivers-keeper-policies::``
+    What each keeper policy does about each kind of change, from the keeper's own ``decide``.
+
 It also resolves cross-references to private module paths
 (``powerdrivers._reading.InstanceReading``, as type hints name them) to the
 public name (``powerdrivers.InstanceReading``), and warns when a name in
@@ -20,14 +23,17 @@ import inspect
 from typing import Any
 
 from docutils import nodes
-from docutils.nodes import Element
+from docutils.nodes import Element, Node
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 
 import powerdrivers
+from powerdrivers import Operation, PowerState
 from powerdrivers import _cli_support as cli
+from powerdrivers.keeper import Cause, Policy
+from powerdrivers.keeper import _decide as keeper_decide
 from powerdrivers.sphinxext import Cell, TableDirective, build_table, literal, literals
 
 _LOG = logging.getLogger(__name__)
@@ -94,6 +100,46 @@ class ExitCodesDirective(TableDirective):
         return build_table(("Exit code", "Meaning", "Raised as"), rows, (10, 50, 40))
 
 
+#: The changes the policy table shows: (what the instance did, its state, why it got there).
+_POLICY_SCENARIOS: tuple[tuple[str, PowerState, Cause | None], ...] = (
+    ("crashed", PowerState.CRASHED, Cause.CRASH),
+    ("crashed and was shut off (libvirt on_crash=destroy)", PowerState.SHUTOFF, Cause.CRASH),
+    ("stopped, nobody asked the keeper (out of band, or the guest shut itself down)",
+     PowerState.SHUTOFF, Cause.OUT_OF_BAND),
+    ("started, nobody asked the keeper", PowerState.RUNNING, Cause.OUT_OF_BAND),
+    ("paused, nobody asked the keeper", PowerState.PAUSED, Cause.OUT_OF_BAND),
+    ("rebooted (the guest's own reboot)", PowerState.RUNNING, Cause.GUEST_REBOOT),
+    ("reads unknown (or its host cannot be reached)", PowerState.UNKNOWN, None),
+)  # fmt: skip
+
+
+class KeeperPoliciesDirective(TableDirective):
+    """Render what each keeper policy does about each kind of change, from ``decide`` itself."""
+
+    sources = (keeper_decide,)
+
+    def table(self) -> nodes.table:
+        """Return the policy table: one row per change, one column per policy."""
+        policies = list(Policy)
+        rows: list[list[Cell]] = []
+        for label, state, cause in _POLICY_SCENARIOS:
+            row: list[Cell] = [label]
+            for policy in policies:
+                decision = keeper_decide.decide(policy, state, None, cause)
+                if decision.operation is None:
+                    row.append(f"nothing ({decision.reason})")
+                    continue
+                cell: list[Node] = [literal(decision.operation.value)]
+                if cause is Cause.CRASH and decision.operation is Operation.START:
+                    cell.append(nodes.Text(", after the crash-loop backoff"))
+                if decision.await_reboot:
+                    cell.append(nodes.Text(", if no start follows within the reboot window"))
+                row.append(cell)
+            rows.append(row)
+        headers = ["The instance...", *(f"{policy.value}" for policy in policies)]
+        return build_table(headers, rows, (28, *(18 for _ in policies)))
+
+
 def _exit_code_for_class(error_class: type[powerdrivers.PowerDriversError]) -> int:
     """Return the exit code the CLI gives an exception of ``error_class``.
 
@@ -156,6 +202,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     """Register the shipped extension, the exit-code directive and the event handlers."""
     app.setup_extension("powerdrivers.sphinxext")
     app.add_directive("powerdrivers-exit-codes", ExitCodesDirective)
+    app.add_directive("powerdrivers-keeper-policies", KeeperPoliciesDirective)
     app.connect("missing-reference", resolve_private_path)
     app.connect("autodoc-process-docstring", drop_builtin_type_docstring)
     app.connect("env-check-consistency", check_public_api_documented)
