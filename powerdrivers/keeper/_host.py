@@ -145,7 +145,7 @@ class HostWorker:
             payload.set()
         elif kind == "reading":
             reading, own = payload
-            self._observe(reading, None, own, own=own is not None)
+            self._observe(reading, None, own, own=own is not None, queued=True)
         elif kind == "changed":
             self._on_changed(payload)
         elif kind == "ended":
@@ -221,13 +221,21 @@ class HostWorker:
             self._evaluate(instance_id, self._missed.pop(instance_id))
 
     def _observe(
-        self, reading: InstanceReading, kind: EventKind | None, caused_by: Operation | None, *, own: bool
+        self,
+        reading: InstanceReading,
+        kind: EventKind | None,
+        caused_by: Operation | None,
+        *,
+        own: bool,
+        queued: bool = False,
     ) -> None:
         previous = self._last.get(reading.id)
         if previous is not None and unchanged(previous, reading) and kind is not EventKind.REBOOTED:
             return
-        if kind is not None and previous is not None and reading.observed_at < previous.observed_at:
-            # An event older than what a read has shown since (queued while a resync ran).
+        queued = queued or kind is not None
+        if queued and previous is not None and reading.observed_at < previous.observed_at:
+            # Older than what is known since: an event queued while a resync ran, or an action
+            # thread's reading overtaken by an event (a crash right after the action's read).
             return
         if previous is None:
             cause = Cause.APPEARED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine_support import behind_the_back, fake_host, records, running_keeper, wait_until
@@ -255,3 +255,18 @@ def test_a_view_read_before_a_quarantine_and_handed_over_late_does_not_release_i
         time.sleep(0.3)
         assert keeper.view(WEB1).quarantined
         assert _actions(store) == ["start", "start", "start"]
+
+
+def test_an_action_s_reading_overtaken_by_a_newer_event_is_not_taken_for_news(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        driver.crash("web-1")  # under manual: recorded, nothing done
+        wait_until(lambda: keeper.view(WEB1).power_state is PowerState.CRASHED, what="the crash")
+        crashed_at = keeper.view(WEB1).observed_at
+        # What an action thread read just before the crash, handed over after the crash's event.
+        before = InstanceReading(
+            WEB1, "web-1", PowerState.RUNNING, None, "running", "booted", crashed_at - timedelta(seconds=1)
+        )
+        keeper._workers["h1"].post("reading", (before, Operation.START))
+        keeper.resync()  # handled after the reading, on the same thread
+        states = [r.to_state for r in records(keeper, WEB1, RecordKind.OBSERVED)]
+        assert states[states.index(PowerState.CRASHED) :] == [PowerState.CRASHED]
