@@ -12,7 +12,7 @@ import pytest
 from engine_support import fake_host, running_keeper, wait_until
 from powerdrivers_fake import FakeDriver, instance_id
 
-from powerdrivers import HypervisorConnectionError, Operation, PowerState
+from powerdrivers import HypervisorConnectionError, HypervisorError, Operation, PowerState
 from powerdrivers.keeper import ActionStatus, Cause, Policy, RecordKind, SqlStore, _store_db
 
 WEB1 = instance_id("web-1")
@@ -71,6 +71,24 @@ def test_a_lost_connection_on_the_re_read_marks_the_host_unreachable_and_takes_n
         driver.set_latency(0)
         assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
         assert _actions(store) == [] and store.open_actions() == []
+
+
+def test_a_failed_re_read_counts_as_a_failed_action_and_the_correction_follows_its_backoff(
+    store: SqlStore,
+) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, backoff_base=0.5) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        keeper.resync()
+        driver.set_latency(0.3)  # the re-read before the restart waits; the failure comes meanwhile
+        driver.crash("web-1")
+        driver.inject_failure(HypervisorError("the API answered 500"), "read", once=True)
+        wait_until(lambda: keeper.view(WEB1).backoff_until is not None, what="the failure counted")
+        assert keeper.view(WEB1).failures == 2  # the crash, then the failed re-read
+        assert _actions(store) == [] and driver.get_instance(WEB1).power_state is PowerState.CRASHED
+        assert store.hosts()[0].reachable  # an error that is not a lost connection
+        driver.set_latency(0)
+        wait_until(lambda: _actions(store) == ["start"], what="the restart after the backoff")
+        assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
 
 
 def test_an_instance_gone_before_the_re_read_is_not_acted_on_and_a_resync_follows_at_once(
