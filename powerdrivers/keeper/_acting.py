@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +30,9 @@ from powerdrivers.keeper._settings import KeeperSettings
 from powerdrivers.keeper._store_api import KeeperStore
 
 _LOG = logging.getLogger("powerdrivers.keeper")
+
+#: Seconds between the tries to record an action's end when the store does not answer.
+_FINISH_RETRIES = (0.2, 0.5, 1.0, 2.0)
 
 
 class Actor:
@@ -141,8 +145,17 @@ class Actor:
     def _finish(
         self, action: Action, status: ActionStatus, *, outcome: str | None = None, error: str | None = None
     ) -> None:
+        ended = utcnow()
         try:
-            self._store.finish_action(action.id, status, utcnow(), outcome=outcome, error=error)
+            for pause in _FINISH_RETRIES:
+                try:
+                    self._store.finish_action(action.id, status, ended, outcome=outcome, error=error)
+                    return
+                except StoreError as failure:
+                    # An open intent blocks every later action on the instance: a blip is waited out.
+                    _LOG.warning("keeper: recording the end of action %d failed: %s", action.id, failure)
+                    time.sleep(pause)
+            self._store.finish_action(action.id, status, ended, outcome=outcome, error=error)
         except StoreError as failure:
             # The intent stays open; the next start of a keeper closes it as interrupted.
             _LOG.error(

@@ -264,3 +264,28 @@ def test_a_wait_given_its_timeout_as_text_times_out_with_a_keeper_error(store: S
         with pytest.raises(OperationTimeout, match=r"after 0\.01 s"):
             keeper.wait(action.id, timeout="0.01")  # type: ignore[arg-type]
         keeper.wait(action.id, timeout=10)
+
+
+class _EndUnwritableOnce(SqlStore):
+    """The real store, except that recording the first action's end fails once (a blip)."""
+
+    refused = False
+
+    def finish_action(self, *args: Any, **kwargs: Any) -> Action:
+        if not self.refused:
+            self.refused = True
+            raise StoreUnavailable("the database is not answering")
+        return super().finish_action(*args, **kwargs)
+
+
+def test_an_action_s_end_the_store_refused_once_is_recorded_all_the_same(store_url: str) -> None:
+    store = _EndUnwritableOnce(store_url)
+    try:
+        with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+            keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+            driver.crash("web-1")
+            [record] = wait_until(lambda: records(keeper, WEB1, RecordKind.ACTION), what="the start's end")
+            assert store.refused and (record.operation, record.outcome) == ("start", "done")
+            assert store.open_actions() == []
+    finally:
+        store.close()
