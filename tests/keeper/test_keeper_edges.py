@@ -17,7 +17,7 @@ from powerdrivers import (
     OperationTimeout,
     PowerState,
 )
-from powerdrivers.keeper import ActionStatus, Keeper, KeeperError, Policy, RecordKind, SqlStore
+from powerdrivers.keeper import ActionStatus, Cause, Keeper, KeeperError, Policy, RecordKind, SqlStore
 
 WEB1 = instance_id("web-1")
 BATCH = instance_id("batch-7")
@@ -143,3 +143,32 @@ def test_an_operator_releasing_a_quarantine_lets_the_keeper_act_again(store: Sql
         assert not released.quarantined
         wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the restart")
         assert [r.operation for r in records(keeper, WEB1, RecordKind.ACTION)] == ["start", "start"]
+
+
+# -- what the driver reports --------------------------------------------------------------------
+
+
+def _vanished(store: SqlStore, instance: str) -> bool:
+    return any(r.cause is Cause.VANISHED for r in store.history(instance, 100))
+
+
+def test_a_deleted_event_records_the_instance_vanished_at_once(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, resync_interval=3600) as keeper:
+        driver.delete("batch-7")
+        wait_until(lambda: _vanished(store, BATCH), what="the vanished record")
+        assert BATCH not in {view.id for view in keeper.views()}
+
+
+def test_a_resync_the_driver_asks_for_finds_what_its_events_missed(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, resync_interval=3600):
+        with driver._transaction() as document:  # removed with no event: one the stream lost
+            driver._hypervisor.remove(document, driver._find(document, "batch-7"))
+        driver.event_reporter.report_resync()
+        wait_until(lambda: _vanished(store, BATCH), what="the resync the driver asked for")
+
+
+def test_a_resync_that_fails_without_losing_the_host_keeps_it_reachable_and_fresh(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        driver.inject_failure(HypervisorError("the API answered 500"), "read", once=True)
+        keeper.resync()
+        assert store.hosts()[0].reachable and not keeper.view(WEB1).stale
