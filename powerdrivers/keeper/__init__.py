@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from powerdrivers.keeper._errors import (
     ActionInFlight,
+    HostAlreadyKept,
     InvalidStoreURL,
     KeeperError,
     StoreError,
@@ -29,7 +30,7 @@ from powerdrivers.keeper._model import (
 )
 from powerdrivers.keeper._paths import default_store_url
 from powerdrivers.keeper._settings import KeeperSettings
-from powerdrivers.keeper._store_api import KeeperStore
+from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 
 if TYPE_CHECKING:
     from powerdrivers.keeper._store import SqlStore, open_store
@@ -40,6 +41,8 @@ __all__ = [
     "ActionStatus",
     "Cause",
     "HistoryRecord",
+    "HostAlreadyKept",
+    "HostClaim",
     "HostView",
     "InstanceView",
     "InvalidStoreURL",

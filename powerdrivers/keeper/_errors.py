@@ -32,3 +32,15 @@ class InvalidStoreURL(StoreError, ConfigurationError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached now (so no intent can be recorded, and no action is taken)."""
+
+
+class HostAlreadyKept(KeeperError):
+    """Another live keeper (this process or another) keeps the host in this store: nothing was done."""
+
+    def __init__(self, host: str, owner: str | None) -> None:
+        self.host = host
+        self.owner = owner
+        by = f"by {owner}" if owner else "by another keeper"
+        PowerDriversError.__init__(
+            self, f"host {host!r} is already kept {by} on this store; a host has one keeper at a time"
+        )

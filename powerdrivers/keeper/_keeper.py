@@ -28,7 +28,7 @@ from powerdrivers.keeper._host import HostWorker
 from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._settings import KeeperSettings, check_identity
-from powerdrivers.keeper._store_api import KeeperStore
+from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 
 _LOG = logging.getLogger("powerdrivers.keeper")
 
@@ -73,22 +73,27 @@ class Keeper:
         self._poller: threading.Thread | None = None
         self._state_lock = threading.Lock()
         self._started = False
+        self._claims: list[HostClaim] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register the hosts, close interrupted intents, subscribe, start the threads and resync.
+        """Claim the hosts, register them, close interrupted intents, subscribe, run and resync.
 
-        Returns once every host's first resync has ended (or a minute has passed).
+        Returns once every host's first resync has ended (or a minute has passed). Each host is
+        kept by one keeper at a time: its claim is held until :meth:`stop` or this process ends.
 
-        Raises ``StoreError`` when the store cannot be used, and what subscribing to a driver's
-        events raises; then nothing is left running.
+        Raises ``HostAlreadyKept`` when another live keeper keeps one of the hosts (that keeper
+        is left untouched), ``StoreError`` when the store cannot be used, and what subscribing to
+        a driver's events raises; then nothing is left running and no host stays claimed.
         """
         with self._state_lock:
             if self._started:
                 raise KeeperError("this keeper was already started")
             self._started = True
         try:
+            for name in self._workers:
+                self._claims.append(self._store.claim_host(name))
             cursor, _ = self._store.changes_since(0)
             for worker in self._workers.values():
                 self._store.register_host(worker.name, worker.driver.name, worker.driver.uri)
@@ -98,6 +103,7 @@ class Keeper:
         except BaseException:
             self._unsubscribe()
             self._actor.close()
+            self._release_claims()
             raise
         for worker in self._workers.values():
             worker.start()
@@ -120,6 +126,7 @@ class Keeper:
         self._actor.close()
         for worker in self._workers.values():
             worker.stop()
+        self._release_claims()
 
     def __enter__(self) -> Keeper:
         self.start()
@@ -268,6 +275,14 @@ class Keeper:
                     self._post_pending(worker, pending)
             except (StoreError, InstanceNotFound) as error:
                 _LOG.warning("keeper: reading the store's changes failed: %s", error)
+
+    def _release_claims(self) -> None:
+        for claim in self._claims:
+            try:
+                claim.release()
+            except StoreError as error:
+                _LOG.warning("keeper: host %s: clearing its owner failed: %s", claim.host, error)
+        self._claims.clear()
 
     def _unsubscribe(self) -> None:
         for subscription in self._subscriptions:

@@ -25,6 +25,20 @@ from powerdrivers.keeper._model import (
 )
 
 
+class HostClaim(Protocol):
+    """A host held by this process's keeper (``KeeperStore.claim_host``) until released."""
+
+    host: str
+    owner: str
+    """Who holds it (``pid N on HOSTNAME``), as recorded in the host's ``owner``."""
+
+    def release(self) -> None:
+        """Let the host go and clear its recorded owner; a second call does nothing.
+
+        Raises ``StoreError`` when the owner cannot be cleared (the host is let go all the same).
+        """
+
+
 class KeeperStore(Protocol):
     """The keeper's durable state: hosts, instances, actions (intents) and history.
 
@@ -39,6 +53,16 @@ class KeeperStore(Protocol):
     # -- hosts -------------------------------------------------------------------------------
     def register_host(self, name: str, driver: str, uri: str | None) -> HostView:
         """Create or update a host (the URI is stored redacted). Raises ``StoreError``."""
+
+    def claim_host(self, name: str) -> HostClaim:
+        """Make this process the host's one keeper in this store, until released or the process ends.
+
+        Held by the operating system or the database (an SQLite store: an exclusive lock on a file
+        beside the database; PostgreSQL: a session advisory lock), so the claim of a process that
+        dies, even by ``SIGKILL``, is released at once. The owner is recorded in the host's view
+        while held. Raises ``HostAlreadyKept`` (naming the owner, if recorded) when a live keeper
+        holds the host, then nothing was written; ``StoreError`` as every method.
+        """
 
     def set_host_reachable(self, name: str, reachable: bool, at: datetime, error: str | None = None) -> bool:
         """Record whether the host answers; when it stops answering its instances turn stale.
