@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
-from engine_support import fake_host, records, running_keeper, wait_until
+from engine_support import behind_the_back, fake_host, records, running_keeper, wait_until
 from powerdrivers_fake import instance_id
 
 from powerdrivers import (
@@ -172,3 +173,16 @@ def test_a_resync_that_fails_without_losing_the_host_keeps_it_reachable_and_fres
         driver.inject_failure(HypervisorError("the API answered 500"), "read", once=True)
         keeper.resync()
         assert store.hosts()[0].reachable and not keeper.view(WEB1).stale
+
+
+def test_a_quarantined_instance_is_not_acted_on_whatever_happens_to_it(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}, quarantine_after=1) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        driver.inject_failure(HypervisorError("no memory left"), Operation.START, once=True)
+        driver.crash("web-1")
+        wait_until(lambda: keeper.view(WEB1).quarantined, what="the quarantine")
+        behind_the_back(driver, "web-1", "shutoff", "destroyed")  # a new drift, still not desired
+        wait_until(lambda: keeper.view(WEB1).power_state is PowerState.SHUTOFF, what="the stop recorded")
+        time.sleep(0.5)
+        assert [r.operation for r in records(keeper, WEB1, RecordKind.ACTION)] == ["start"]
+        assert driver.get_instance(WEB1).power_state is PowerState.SHUTOFF and keeper.view(WEB1).quarantined
