@@ -32,7 +32,8 @@ from powerdrivers.keeper._backoff import backoff_until, consecutive_failures
 from powerdrivers.keeper._decide import classify, decide, is_crash, is_desired
 from powerdrivers.keeper._errors import StoreError, UnknownInstance
 from powerdrivers.keeper._handoff import ActionEnd, ActionTaker, reading_of, unchanged, utcnow
-from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy, RecordKind
+from powerdrivers.keeper._model import Action, Cause, InstanceView, Policy
+from powerdrivers.keeper._restart import to_look_at
 from powerdrivers.keeper._settings import KeeperSettings
 from powerdrivers.keeper._store_api import KeeperStore
 
@@ -76,8 +77,7 @@ class HostWorker:
         self.ready = threading.Event()
         """Set once the first resync has ended (well or not)."""
         self.held: set[str] = set()
-        """Instances whose intent a dead keeper left open: left alone until a change read after
-        the first resync, or a new policy or quarantine release."""
+        """Instances whose intent a dead keeper left open (see ``_restart.py``)."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -115,10 +115,9 @@ class HostWorker:
             _LOG.exception("keeper: host %s: the first resync failed", self.name)
         finally:
             self.ready.set()
-        for view in list(self._views.values()):
-            busy = view.id in self.in_flight or view.id in self._awaiting_reboot
-            if not busy and (view.backoff_until is not None or self._left_in_drift(view)):
-                self._evaluate(view.id, None)
+        busy = self.in_flight.keys() | self._awaiting_reboot.keys()
+        for instance_id in to_look_at(self._store, list(self._views.values()), self._last, busy):
+            self._evaluate(instance_id, None)
         while True:
             now = time.monotonic()
             due = min([self._next_resync, *(timer[0] for timer in self._timers[:1])])
@@ -310,18 +309,6 @@ class HostWorker:
         deferred, self._deferred = self._deferred, set()
         for instance_id in deferred:
             self._evaluate(instance_id, None)
-
-    def _left_in_drift(self, view: InstanceView) -> bool:
-        """Whether a keeper before this one stopped before correcting a change nobody asked for.
-
-        (It stopped inside the reboot window, say.) No event will announce that drift again.
-        """
-        reading = self._last.get(view.id)
-        if reading is None or view.policy is Policy.MANUAL or is_desired(view.policy, reading.power_state):
-            return False
-        records = self._store.history(view.id, 50)
-        last = next((record for record in records if record.kind is RecordKind.OBSERVED), None)
-        return last is not None and last.cause in (Cause.OUT_OF_BAND, Cause.CRASH)
 
     # -- deciding -----------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from powerdrivers import (
     InvalidOption,
     Operation,
     OperationTimeout,
-    PowerDriversError,
     Subscription,
     parse_count,
     parse_duration,
@@ -27,6 +26,7 @@ from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._host import HostWorker
 from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
+from powerdrivers.keeper._restart import close_interrupted
 from powerdrivers.keeper._settings import KeeperSettings, check_identity
 from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 
@@ -97,7 +97,7 @@ class Keeper:
             cursor, _ = self._store.changes_since(0)
             for worker in self._workers.values():
                 self._store.register_host(worker.name, worker.driver.name, worker.driver.uri)
-                self._close_interrupted(worker)
+                worker.held.update(close_interrupted(self._store, worker.name, worker.driver))
                 worker.load()
                 self._subscriptions.append(worker.driver.subscribe(worker.on_event))
         except BaseException:
@@ -229,29 +229,6 @@ class Keeper:
                 raise OperationTimeout(f"host {name} did not resync within {seconds:g} s")
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _close_interrupted(self, worker: HostWorker) -> None:
-        """Close the running intents a dead keeper left: re-read, record what is found, never reissue."""
-        for action in self._store.open_actions(worker.name):
-            if action.status is not ActionStatus.RUNNING:
-                continue
-            try:
-                found = worker.driver.get_instance(action.instance_id)
-                seen = f"found {found.power_state.value}" + (
-                    f", {found.transition.value}" if found.transition else ""
-                )
-            except InstanceNotFound:
-                seen = "found the instance gone"
-            except PowerDriversError as error:
-                seen = f"could not read the instance: {error}"
-            worker.held.add(action.instance_id)
-            self._store.finish_action(
-                action.id,
-                ActionStatus.INTERRUPTED,
-                utcnow(),
-                error=f"the keeper stopped before the {action.operation} ended; {seen}",
-            )
-            _LOG.warning("keeper: action %d (%s) was interrupted; %s", action.id, action.operation, seen)
 
     def _post_pending(self, worker: HostWorker, actions: list[Action] | None = None) -> None:
         for action in actions if actions is not None else self._store.open_actions(worker.name):
