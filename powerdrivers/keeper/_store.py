@@ -17,7 +17,7 @@ from sqlalchemy import delete, exc, insert, select, update
 
 from powerdrivers import InstanceReading, PowerState, parse_count, redact_uri
 from powerdrivers.keeper import _store_ops as ops
-from powerdrivers.keeper._errors import ActionInFlight, HostAlreadyKept, KeeperError, UnknownInstance
+from powerdrivers.keeper._errors import ActionInFlight, KeeperError, UnknownInstance
 from powerdrivers.keeper._model import (
     Action,
     ActionStatus,
@@ -30,8 +30,8 @@ from powerdrivers.keeper._model import (
 )
 from powerdrivers.keeper._paths import default_store_url
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, hosts, instances
-from powerdrivers.keeper._store_claim import StoreHostClaim, owner_text, take_lock
-from powerdrivers.keeper._store_db import DEFAULT_RETENTION, StoreConnection
+from powerdrivers.keeper._store_claim import HostClaims
+from powerdrivers.keeper._store_db import DEFAULT_RETENTION
 from powerdrivers.keeper._store_migrate import upgrade
 from powerdrivers.keeper._store_rows import (
     action,
@@ -50,7 +50,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(StoreConnection):
+class SqlStore(HostClaims):
     """``KeeperStore`` in an SQL database; opening it upgrades the database's schema to this version's.
 
     ``url`` is an SQLAlchemy URL (``sqlite:///path/keeper.db``, ``postgresql+psycopg://...``);
@@ -62,7 +62,6 @@ class SqlStore(StoreConnection):
 
     def __init__(self, url: str, *, retention: int = DEFAULT_RETENTION) -> None:
         super().__init__(url, retention=retention)
-        self._owners: dict[str, str] = {}
         try:
             upgrade(self._engine, self._location)
         except BaseException:
@@ -82,34 +81,6 @@ class SqlStore(StoreConnection):
                     insert(hosts).values(name=name, reachable=True, since=_now(), owner=owner, **values)
                 )
             return host_view(connection.execute(select(hosts).where(hosts.c.name == name)).one())
-
-    def claim_host(self, name: str) -> StoreHostClaim:
-        """Make this process the host's one keeper, recording it as the owner (see ``KeeperStore``).
-
-        Raises ``HostAlreadyKept`` (naming the owner recorded) when a live keeper holds it.
-        """
-        lock = take_lock(self._engine, self._location, name)
-        if not lock.held:
-            with self._read(f"read host {name!r}") as connection:
-                holder = connection.execute(select(hosts.c.owner).where(hosts.c.name == name)).scalar()
-            raise HostAlreadyKept(name, holder)
-        owner = owner_text()
-        self._owners[name] = owner
-        try:
-            with self._write(f"record the owner of host {name!r}") as connection:
-                connection.execute(update(hosts).where(hosts.c.name == name).values(owner=owner))
-        except BaseException:
-            self._owners.pop(name, None)
-            lock.release()
-            raise
-        return StoreHostClaim(name, owner, lock, self._clear_owner)
-
-    def _clear_owner(self, name: str, owner: str) -> None:
-        self._owners.pop(name, None)
-        with self._write(f"clear the owner of host {name!r}") as connection:
-            connection.execute(
-                update(hosts).where(hosts.c.name == name, hosts.c.owner == owner).values(owner=None)
-            )
 
     def set_host_reachable(self, name: str, reachable: bool, at: datetime, error: str | None = None) -> bool:
         """Record whether the host answers; when it stops, its instances turn stale (and back).

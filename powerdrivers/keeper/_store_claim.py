@@ -15,9 +15,11 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, update
 
-from powerdrivers.keeper._store_db import StoreLocation, translated
+from powerdrivers.keeper._errors import HostAlreadyKept
+from powerdrivers.keeper._schema import hosts
+from powerdrivers.keeper._store_db import DEFAULT_RETENTION, StoreConnection, StoreLocation, translated
 
 #: Clears a host's recorded owner if it is still this one: ``clear(host, owner)``.
 Clear = Callable[[str, str], None]
@@ -139,3 +141,43 @@ def take_lock(engine: Engine, location: StoreLocation, host: str) -> FileClaim |
     if engine.dialect.name == "sqlite":
         return FileClaim(lock_file_path(location.url.database or "", host), location)
     return AdvisoryLockClaim(engine, host, location)
+
+
+class HostClaims(StoreConnection):
+    """``KeeperStore.claim_host`` on a store's database; ``SqlStore`` builds on it.
+
+    Raises what ``StoreConnection`` raises.
+    """
+
+    def __init__(self, url: str, *, retention: int = DEFAULT_RETENTION) -> None:
+        super().__init__(url, retention=retention)
+        self._owners: dict[str, str] = {}
+        """The owner recorded for each host this store claimed (a host registered later gets it)."""
+
+    def claim_host(self, name: str) -> StoreHostClaim:
+        """Make this process the host's one keeper, recording it as the owner (see ``KeeperStore``).
+
+        Raises ``HostAlreadyKept`` (naming the owner recorded) when a live keeper holds it.
+        """
+        lock = take_lock(self._engine, self._location, name)
+        if not lock.held:
+            with self._read(f"read host {name!r}") as connection:
+                holder = connection.execute(select(hosts.c.owner).where(hosts.c.name == name)).scalar()
+            raise HostAlreadyKept(name, holder)
+        owner = owner_text()
+        self._owners[name] = owner
+        try:
+            with self._write(f"record the owner of host {name!r}") as connection:
+                connection.execute(update(hosts).where(hosts.c.name == name).values(owner=owner))
+        except BaseException:
+            self._owners.pop(name, None)
+            lock.release()
+            raise
+        return StoreHostClaim(name, owner, lock, self._clear_owner)
+
+    def _clear_owner(self, name: str, owner: str) -> None:
+        self._owners.pop(name, None)
+        with self._write(f"clear the owner of host {name!r}") as connection:
+            connection.execute(
+                update(hosts).where(hosts.c.name == name, hosts.c.owner == owner).values(owner=None)
+            )
