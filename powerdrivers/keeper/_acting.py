@@ -73,8 +73,9 @@ class Actor:
         try:
             live = worker.driver.get_instance(instance_id)
         except HypervisorConnectionError as error:
+            # Nothing done; looked at again once a resync finds the host answering.
             worker.post("unreachable", error)
-            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False))
+            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False, retry=True))
             return
         except InstanceNotFound:
             worker.post("ended", ActionEnd(instance_id, operation, None, acted=False))

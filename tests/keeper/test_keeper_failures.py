@@ -73,6 +73,25 @@ def test_a_lost_connection_on_the_re_read_marks_the_host_unreachable_and_takes_n
         assert _actions(store) == [] and store.open_actions() == []
 
 
+def test_a_correction_dropped_for_a_lost_connection_is_made_once_the_host_answers_again(
+    store: SqlStore,
+) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
+        keeper.resync()
+        driver.set_latency(0.3)  # the re-read before the restart waits; the failure comes meanwhile
+        driver.crash("web-1")
+        driver.inject_failure(HypervisorConnectionError("the link dropped"), "read", once=True)
+        wait_until(lambda: not store.hosts()[0].reachable, what="the host marked unreachable")
+        wait_until(lambda: not keeper._workers["h1"].in_flight, what="the correction dropped")
+        driver.set_latency(0)
+        assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
+        keeper.resync()  # the host answers again: the crash is still there, and is corrected now
+        wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the restart")
+        assert store.hosts()[0].reachable
+        assert _actions(store) == ["start"]
+
+
 def test_a_failed_re_read_counts_as_a_failed_action_and_the_correction_follows_its_backoff(
     store: SqlStore,
 ) -> None:
