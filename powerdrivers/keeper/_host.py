@@ -70,7 +70,6 @@ class HostWorker:
         self._awaiting_reboot: dict[str, Cause | None] = {}
         self._deferred: set[str] = set()
         self._missed: dict[str, Cause | None] = {}
-        self._action_failures: dict[str, int] = {}
         self.in_flight: dict[str, Operation] = {}
         self.reachable = True
         self._next_resync = 0.0
@@ -288,6 +287,13 @@ class HostWorker:
         self._store.set_backoff(view.id, failures, until)
         self._views[view.id] = dataclasses.replace(view, failures=failures, backoff_until=until)
 
+    def _count_action_failures(self, instance_id: str, count: int) -> None:
+        """Store the instance's consecutive failed actions, so a keeper restart does not forget them."""
+        view = self._views.get(instance_id)
+        if view is not None and view.action_failures != count:
+            self._store.set_action_failures(instance_id, count)
+            self._views[instance_id] = dataclasses.replace(view, action_failures=count)
+
     def _vanish(self, instance_id: str, at: datetime) -> None:
         if self._last.pop(instance_id, None) is None:
             return
@@ -328,11 +334,10 @@ class HostWorker:
             self._views[instance_id] = self._store.release_quarantine(
                 instance_id, self._settings.who, utcnow()
             )
-            self._action_failures.pop(instance_id, None)
         decision = decide(view.policy, reading.power_state, reading.transition, cause, own=own)
         if decision.operation is None:
             if is_desired(view.policy, reading.power_state):
-                self._action_failures.pop(instance_id, None)
+                self._count_action_failures(instance_id, 0)
             return
         if view.quarantined:
             return
@@ -377,7 +382,7 @@ class HostWorker:
         if view.policy is not before.policy or (before.quarantined and not view.quarantined):
             self.held.discard(view.id)
             if not view.quarantined:
-                self._action_failures.pop(view.id, None)
+                self._count_action_failures(view.id, 0)
             self._evaluate(view.id, None)
         elif view.in_flight is None and view.id in self._missed and view.id not in self.in_flight:
             self._evaluate(view.id, self._missed.pop(view.id))
@@ -390,16 +395,17 @@ class HostWorker:
             return
         if end.error is None:
             if end.acted:
-                self._action_failures.pop(end.instance_id, None)
+                self._count_action_failures(end.instance_id, 0)
             if end.instance_id in self._missed:
                 self._evaluate(end.instance_id, self._missed.pop(end.instance_id))
             return
         self._missed.pop(end.instance_id, None)
-        view = self._views.get(end.instance_id)
-        if view is None:
+        before = self._views.get(end.instance_id)
+        if before is None:
             return
-        failed = self._action_failures.get(end.instance_id, 0) + 1
-        self._action_failures[end.instance_id] = failed
+        failed = before.action_failures + 1
+        self._count_action_failures(before.id, failed)
+        view = self._views[before.id]
         if failed >= self._settings.quarantine_after:
             fault = f"{failed} consecutive actions failed; the last, {end.operation.value}: {end.error}"
             self._views[view.id] = self._store.quarantine(view.id, fault, utcnow())

@@ -166,6 +166,8 @@ class InstanceView:
     backoff_until: datetime | None = None
     in_flight: Action | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    action_failures: int = 0
+    """Consecutive failed actions; at the keeper's ``quarantine_after`` the instance is quarantined."""
 
     @classmethod
     def from_reading(cls, host: str, reading: InstanceReading, policy: Policy) -> InstanceView:

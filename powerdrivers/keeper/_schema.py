@@ -32,7 +32,7 @@ from sqlalchemy import (
 from powerdrivers.keeper._errors import KeeperError
 
 #: The Alembic revision the tables below are at; the store upgrades any older database to it.
-SCHEMA_REVISION: Final = "0001"
+SCHEMA_REVISION: Final = "0002"
 
 #: The action statuses that count as open (at most one such action per instance).
 OPEN_STATUSES: Final = ("pending", "running")
@@ -104,6 +104,8 @@ instances = Table(
     Column("fault", Text, nullable=True),
     Column("failures", Integer, nullable=False),
     Column("backoff_until", UtcDateTime, nullable=True),
+    # Consecutive failed actions (not crashes): quarantine comes at the keeper's threshold.
+    Column("action_failures", Integer, nullable=False, server_default="0"),
     # How many history records the instance has: retention trims from the oldest end in O(1).
     Column("records", Integer, nullable=False),
     Column("change_seq", BigInteger, nullable=False),

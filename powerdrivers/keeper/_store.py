@@ -211,6 +211,15 @@ class SqlStore(HostClaims):
                 .values(failures=count, backoff_until=backoff_until)
             )
 
+    def set_action_failures(self, instance_id: str, count: int) -> None:
+        """Store the instance's count of consecutive failed actions (kept across keeper restarts)."""
+        checked = parse_count("action failures", count)
+        with self._write(f"count the failed actions of {instance_id!r}") as connection:
+            ops.instance_row(connection, instance_id)
+            connection.execute(
+                update(instances).where(instances.c.id == instance_id).values(action_failures=checked)
+            )
+
     def quarantine(self, instance_id: str, fault: str, at: datetime) -> InstanceView:
         """Quarantine the instance (no more actions) with a fault text; appends a record."""
         with self._write(f"quarantine {instance_id!r}") as connection:
@@ -236,16 +245,16 @@ class SqlStore(HostClaims):
     def release_quarantine(self, instance_id: str, requested_by: str, at: datetime) -> InstanceView:
         """End a quarantine, resetting the failure count and backoff; appends a record.
 
-        An instance not quarantined only has its failure count and backoff reset (no record).
+        An instance not quarantined only has its failure counts and backoff reset (no record).
         Raises ``UnknownInstance``.
         """
         with self._write(f"release {instance_id!r} from quarantine") as connection:
             row = ops.instance_row(connection, instance_id)
-            if row.quarantined or row.failures or row.backoff_until is not None:
+            if row.quarantined or row.failures or row.action_failures or row.backoff_until is not None:
                 connection.execute(
                     update(instances)
                     .where(instances.c.id == instance_id)
-                    .values(quarantined=False, fault=None, failures=0, backoff_until=None)
+                    .values(quarantined=False, fault=None, failures=0, action_failures=0, backoff_until=None)
                 )
                 if row.quarantined:
                     fields = {"requested_by": requested_by, "detail": "released from quarantine"}

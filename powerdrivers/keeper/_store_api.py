@@ -104,11 +104,14 @@ class KeeperStore(Protocol):
     def set_backoff(self, instance_id: str, failures: int, backoff_until: datetime | None) -> None:
         """Store the consecutive-failure count and the time before which no action is taken."""
 
+    def set_action_failures(self, instance_id: str, count: int) -> None:
+        """Store the instance's count of consecutive failed actions (kept across keeper restarts)."""
+
     def quarantine(self, instance_id: str, fault: str, at: datetime) -> InstanceView:
         """Quarantine the instance (no more actions) with a fault text; appends a record."""
 
     def release_quarantine(self, instance_id: str, requested_by: str, at: datetime) -> InstanceView:
-        """End a quarantine, resetting the failure count and backoff; appends a record.
+        """End a quarantine, resetting the failure counts and backoff; appends a record.
 
         By an operator, or by the keeper once the state reads as desired. Raises ``UnknownInstance``.
         """

@@ -67,6 +67,7 @@ def store_reading(connection: Connection, host: str, reading: InstanceReading) -
             policy=Policy.MANUAL.value,
             quarantined=False,
             failures=0,
+            action_failures=0,
             records=connection.execute(kept).scalar_one(),
             change_seq=0,
             **values,

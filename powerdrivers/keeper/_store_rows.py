@@ -116,6 +116,7 @@ def instance_view(row: Row[Any], open_action: Action | None) -> InstanceView:
         failures=row.failures,
         backoff_until=row.backoff_until,
         in_flight=open_action,
+        action_failures=row.action_failures,
     )
 
 
