@@ -12,6 +12,8 @@ native values kept beside them, and put instances into the state you want::
         print(result.outcome)  # graceful, forced, already_off or timed_out
 """
 
+from typing import TYPE_CHECKING, Any
+
 from powerdrivers._capabilities import REQUIRED_CAPABILITIES, Capability
 from powerdrivers._driver import Driver
 from powerdrivers._event_kinds import EventKind
@@ -42,7 +44,6 @@ from powerdrivers._operations import OPERATION_TABLE, Operation, OperationRule, 
 from powerdrivers._outcomes import OperationResult, Outcome
 from powerdrivers._reading import InstanceReading
 from powerdrivers._reporting import EventReporter
-from powerdrivers._sampler import VcpuSampler
 from powerdrivers._secrets import Secret, redact_uri
 from powerdrivers._spec import InstanceSpec
 from powerdrivers._states import PowerState, Transition
@@ -56,6 +57,9 @@ from powerdrivers._values import (
 )
 from powerdrivers._vcpu import InstanceVcpuCounters, InstanceVcpuStats, VcpuCounters, VcpuStats, stats_between
 from powerdrivers._version import INTERFACE_VERSION, SUPPORTED_INTERFACE_RANGE
+
+if TYPE_CHECKING:
+    from powerdrivers._sampler import VcpuSampler
 
 __version__ = "0.1.0"
 
@@ -127,7 +131,22 @@ __all__ = [
 # does). Only errors: a class's string annotations resolve in its __module__, so moving the rest
 # would break typing.get_type_hints and Sphinx's reading of attribute comments.
 for _name in __all__:
-    _value = globals()[_name]
+    _value = globals().get(_name)  # None for VcpuSampler, not imported yet
     if isinstance(_value, type) and issubclass(_value, PowerDriversError):
         _value.__module__ = __name__
 del _name, _value
+
+
+def __getattr__(name: str) -> Any:
+    """Import :class:`VcpuSampler` on first use, not with the package.
+
+    Only some programs sample, and loading a driver in a fresh process is held to 1.5 times
+    ``import stevedore`` (benchmark row 4).
+    Raises :class:`AttributeError` for any other name the package does not have.
+    """
+    if name == "VcpuSampler":
+        from powerdrivers._sampler import VcpuSampler
+
+        globals()[name] = VcpuSampler
+        return VcpuSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,6 @@ from powerdrivers._exceptions import (
     InvalidStateTransition,
     UnsupportedOperation,
 )
-from powerdrivers._graceful import graceful_shutdown, verified_reboot
 from powerdrivers._native import NativeStateTable
 from powerdrivers._operations import Operation, check_operation, rule_for
 from powerdrivers._outcomes import OperationResult
@@ -167,6 +166,9 @@ class Driver(DriverPrimitives):
         retry_interval = check_duration("retry interval", retry_interval, positive=True)
         force = check_flag("force", force)
         self._require(Operation.SHUTDOWN)
+        # Imported on first use, as verified_reboot: loading a driver stays cheap (benchmark row 4).
+        from powerdrivers._graceful import graceful_shutdown
+
         return graceful_shutdown(self, ref, timeout, retry_interval, force)
 
     def reboot(
@@ -185,6 +187,8 @@ class Driver(DriverPrimitives):
         """
         timeout = check_duration("timeout", timeout)
         hard, force = check_flag("hard", hard), check_flag("force", force)
+        from powerdrivers._graceful import verified_reboot
+
         return verified_reboot(self, ref, hard, timeout, force)
 
     def spawn(self, spec: InstanceSpec) -> InstanceReading:

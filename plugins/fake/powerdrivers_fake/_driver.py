@@ -38,7 +38,6 @@ from powerdrivers_fake._native import FAKE_NATIVE_STATES, FakeNativeState
 from powerdrivers_fake._open import open_store
 from powerdrivers_fake._options import make_error, parse_options
 from powerdrivers_fake._seed import new_record
-from powerdrivers_fake._stats import read_counters
 from powerdrivers_fake._store import Document, MemoryStore
 from powerdrivers_fake._validate import MAX_MEMORY_MIB, MAX_VCPUS
 
@@ -309,12 +308,17 @@ class FakeDriver(Driver):
             self._delivery.log(document, record, EventKind.DELETED, cause)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
+        # VCPU statistics are imported on first use: loading the driver stays cheap.
+        from powerdrivers_fake._stats import read_counters
+
         self._faults.call("vcpu_stats")
         with self._transaction() as document:
             [counters] = read_counters([self._find(document, instance.id)])
         return counters
 
     def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
+        from powerdrivers_fake._stats import read_counters
+
         self._faults.call("vcpu_stats")
         with self._transaction() as document:
             return read_counters(r for r in document["instances"].values() if r["state"] == _S.RUNNING)

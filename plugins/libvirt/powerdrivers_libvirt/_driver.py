@@ -38,7 +38,6 @@ from powerdrivers_libvirt._errors import CATEGORIES, code_name, translate
 from powerdrivers_libvirt._eventloop import ensure_event_loop
 from powerdrivers_libvirt._options import parse_options
 from powerdrivers_libvirt._states import MANAGED_SAVE, MAYBE_SAVED_REASONS, NATIVE_STATES, native_names
-from powerdrivers_libvirt._stats import instance_counters, running_counters
 from powerdrivers_libvirt._uri import check_uri, node_file, shown_uri
 
 if TYPE_CHECKING:
@@ -302,6 +301,9 @@ class LibvirtDriver(Driver):
         self._on_domain(instance, "delete", remove)
 
     def _vcpu_counters(self, instance: InstanceReading) -> InstanceVcpuCounters:
+        # VCPU statistics are imported on first use: loading the driver stays cheap.
+        from powerdrivers_libvirt._stats import instance_counters
+
         return self._call(
             lambda conn: instance_counters(conn, self._lookup(conn, instance.id)),
             instance=instance,
@@ -309,6 +311,8 @@ class LibvirtDriver(Driver):
         )
 
     def _all_vcpu_counters(self) -> list[InstanceVcpuCounters]:
+        from powerdrivers_libvirt._stats import running_counters
+
         return self._call(running_counters, operation="vcpu_counters")
 
     # -- events ---------------------------------------------------------------------
