@@ -156,7 +156,7 @@ def test_no_action_is_taken_while_another_process_holds_the_stores_write_lock(
     with fake_host() as driver, running_keeper(quick_store, {"h1": driver}) as keeper:
         keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
         keeper.resync()
-        driver.set_latency(0.5)  # the crash is recorded, then the re-read takes its time
+        driver.set_latency(1.5)  # the re-read after the crash is slow: the lock comes first
         driver.crash("web-1")
         wait_until(lambda: keeper.view(WEB1).power_state is PowerState.CRASHED, what="the crash recorded")
         worker = keeper._workers["h1"]
