@@ -72,6 +72,9 @@ class HostWorker:
         self._missed: dict[str, Cause | None] = {}
         self.in_flight: dict[str, Operation] = {}
         self.reachable = True
+        # Whether the store is known to say "reachable": this keeper alone writes it (it holds the
+        # host), so once recorded, a steady resync need not ask the store again.
+        self._reachable_recorded = False
         self._next_resync = 0.0
         self.ready = threading.Event()
         """Set once the first resync has ended (well or not)."""
@@ -306,11 +309,14 @@ class HostWorker:
         if self._store.set_host_reachable(self.name, False, utcnow(), error=str(error)):
             _LOG.warning("keeper: host %s unreachable (%s): its readings are stale", self.name, error)
         self.reachable = False
+        self._reachable_recorded = False
 
     def _mark_reachable(self) -> None:
-        # Asked after every resync: the store writes only when the host was marked unreachable
-        # (by this keeper, or by a keeper before it that stopped while the host was down).
-        self._store.set_host_reachable(self.name, True, utcnow())
+        # The store writes only when the host was marked unreachable (by this keeper, or by a
+        # keeper before it that stopped while the host was down).
+        if not self._reachable_recorded:
+            self._store.set_host_reachable(self.name, True, utcnow())
+            self._reachable_recorded = True
         self.reachable = True
         deferred, self._deferred = self._deferred, set()
         for instance_id in deferred:
