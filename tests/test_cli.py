@@ -10,26 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_support import run, run_json
 
 from powerdrivers._cli import main
 from powerdrivers._progress import Progress
 
 READING_KEYS = {"id", "name", "power_state", "transition", "native_state", "native_reason"}
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, "-f", "json", *argv)
-    assert code == 0, err
-    return json.loads(out)
 
 
 def states_of(capsys: pytest.CaptureFixture[str]) -> dict[str, tuple[str, str | None]]:

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-
-from powerdrivers._cli import main
+from cli_support import run, run_json
 
 BREAKDOWN = ("halted", "halt_exits", "io_exits", "mmio_exits")
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, "-f", "json", *argv)
-    assert code == 0, err
-    return json.loads(out)
 
 
 def assert_consistent(vcpu: dict[str, Any]) -> None:
