@@ -200,6 +200,7 @@ class InstanceView:
             "quarantined": self.quarantined,
             "fault": self.fault,
             "failures": self.failures,
+            "action_failures": self.action_failures,
             "backoff_until": self.backoff_until.isoformat() if self.backoff_until else None,
             "in_flight": self.in_flight.to_dict() if self.in_flight else None,
         }

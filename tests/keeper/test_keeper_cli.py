@@ -126,10 +126,12 @@ def test_quarantine_clear_from_the_cli_releases_a_running_keepers_instance(
         driver.inject_failure(HypervisorError("no disk"), Operation.START, once=False)
         driver.crash("web-1")
         wait_until(lambda: keeper.view(WEB1).quarantined, what="the quarantine")
+        assert keeper.view(WEB1).to_dict()["action_failures"] == 2
         driver.clear_failures()
         released = cli(env, "-f", "json", "quarantine", "clear", "web-1")
         assert released.returncode == 0, released.stderr
-        assert json.loads(released.stdout)["quarantined"] is False
+        view = json.loads(released.stdout)
+        assert view["quarantined"] is False and view["action_failures"] == 0
         wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the start")
         [record] = [r for r in keeper.history(WEB1) if r.kind is RecordKind.QUARANTINE and r.requested_by]
         assert (record.requested_by or "").endswith("(cli)")
