@@ -22,7 +22,7 @@ DISTRIBUTIONS = [ROOT, *sorted((ROOT / "plugins").iterdir()), ROOT / "docs/examp
 #: Checkers, not test dependencies: their floors are kept by `make lint`, `typecheck` and `docs`.
 NOT_RUN = {"mypy", "ruff", "sphinx", "types-docutils"}
 #: The extras whose floors are kept here besides ``test``: their code runs in the fast tests.
-EXTRAS = ["test", "keeper"]
+EXTRAS = ["test", "keeper", "service", "postgresql"]
 TESTS = [
     "tests",
     "plugins/fake/tests",

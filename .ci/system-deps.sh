@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   libvirt-dev pkg-config            # to build libvirt-python, which has no wheels
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+  postgresql                        # the service's fleet tests: a throwaway cluster of their own
+  chromium chromium-driver          # the dashboard's tests, through Selenium
 )
 missing=()
 for package in "${packages[@]}"; do

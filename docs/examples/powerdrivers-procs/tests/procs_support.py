@@ -41,6 +41,24 @@ def recorded_groups(directory: Path) -> list[tuple[int, int]]:
     return [(record["pid"], record["starttime"]) for record in records]
 
 
+def wait_until_ignoring(pid: int, signum: signal.Signals, timeout_s: float = 5.0) -> None:
+    """Wait until process ``pid`` ignores ``signum`` (its shell has run ``trap '' ...``).
+
+    A test that sends the stop signal right after ``start`` would otherwise race the shell's
+    ``trap``: the default action would end the process and the shutdown would look graceful.
+    """
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+        ignored = next(line for line in status.splitlines() if line.startswith("SigIgn:"))
+        if int(ignored.split()[1], 16) & bit:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not start ignoring {signum.name}")
+        time.sleep(0.005)
+
+
 def live_members(pgid: int) -> list[int]:
     """Return the pids of the live (not zombie) processes in process group ``pgid``."""
     return [stat.pid for stat in live_processes() if stat.pgrp == pgid]

@@ -22,7 +22,7 @@ from powerdrivers_procs import (
 )
 from powerdrivers_procs._errors import translated
 from powerdrivers_procs._proc import read_stat
-from procs_support import INSTANCES, EventLog, live_members, uri_of
+from procs_support import INSTANCES, EventLog, live_members, uri_of, wait_until_ignoring
 
 import powerdrivers
 from powerdrivers import (
@@ -65,6 +65,14 @@ def native(reading: InstanceReading) -> tuple[PowerState, str, str | None]:
 def started_pid(driver: ProcessDriver, name: str) -> int:
     pid = driver.pid(name)
     assert pid is not None
+    return pid
+
+
+def start_trapper(driver: ProcessDriver) -> int:
+    """Start the instance that ignores SIGTERM, returning once it does."""
+    driver.start("trapper")
+    pid = started_pid(driver, "trapper")
+    wait_until_ignoring(pid, signal.SIGTERM)
     return pid
 
 
@@ -178,8 +186,7 @@ def test_graceful_shutdown_sends_the_stop_signal(driver: ProcessDriver) -> None:
 
 
 def test_a_process_that_ignores_sigterm_is_forced_off_with_its_children(driver: ProcessDriver) -> None:
-    driver.start("trapper")
-    pid = started_pid(driver, "trapper")
+    pid = start_trapper(driver)
     result = driver.shutdown("trapper", timeout=0.6, retry_interval=0.2)
     assert result.outcome is Outcome.FORCED
     assert 0.6 <= result.elapsed_s < 3
@@ -188,7 +195,7 @@ def test_a_process_that_ignores_sigterm_is_forced_off_with_its_children(driver: 
 
 
 def test_a_shutdown_without_force_times_out_and_leaves_it_running(driver: ProcessDriver) -> None:
-    driver.start("trapper")
+    start_trapper(driver)
     result = driver.shutdown("trapper", timeout=0.3, retry_interval=0.1, force=False)
     assert result.outcome is Outcome.TIMED_OUT
     assert result.reading.power_state is PowerState.RUNNING and result.reading.transition is None
@@ -337,7 +344,7 @@ def test_events_come_from_the_cores_polling_with_their_causes(
 
 def test_a_shutdown_in_progress_shows_in_events(driver: ProcessDriver, event_log: EventLog) -> None:
     with driver.subscribe(event_log):
-        driver.start("trapper")
+        start_trapper(driver)
         event_log.wait("trapper", EventKind.STARTED)
         result = driver.shutdown("trapper", timeout=0.3, retry_interval=0.1)
         stopped = event_log.wait("trapper", EventKind.STOPPED)
