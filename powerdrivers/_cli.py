@@ -188,6 +188,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from powerdrivers.keeper._cli import register_keeper_commands
 
     register_keeper_commands(command)
+    # The service's verb; its handler imports the web framework only when run.
+    from powerdrivers.service._serve import register_service_commands
+
+    register_service_commands(command)
     return parser
 
 

@@ -1,0 +1,139 @@
+"""``powerdrivers serve --config FILE``: the fleet, its API and its dashboard on uvicorn.
+
+Registered into the ``powerdrivers`` parser by :func:`register_service_commands`. Nothing
+heavy is imported until the verb runs: ``powerdrivers --help`` works (and stays quick) without
+the ``service`` extra, and ``serve`` without it says which extra to install (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from powerdrivers import ConfigurationError
+from powerdrivers._cli_support import EXIT_OK
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from powerdrivers.service._config import ServiceConfig
+
+#: Adds one subcommand to the ``powerdrivers`` parser: name, handler, help text.
+CommandAdder = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Seconds uvicorn waits for open requests after a stop signal, once streams are closed.
+_GRACEFUL_S = 5
+_EXTRA_MODULES = ("fastapi", "uvicorn", "jinja2", "prometheus_client", "sqlalchemy")
+
+
+def register_service_commands(command: CommandAdder) -> None:
+    """Add the ``serve`` verb through the core parser's ``command`` function."""
+    serve = command("serve", _cmd_serve, "run the reference compute service: a fleet's API and dashboard")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the service's TOML config file")
+    serve.add_argument(
+        "--log-level", choices=_LOG_LEVELS, default="info", help="what the service logs; default info"
+    )
+
+
+class ServiceExtraMissing(ConfigurationError):
+    """The ``service`` extra is not installed: ``serve`` cannot run."""
+
+
+def _check_extra() -> None:
+    missing = [name for name in _EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServiceExtraMissing(
+            f"powerdrivers serve needs the service extra: pip install 'powerdrivers[service]' "
+            f"({', '.join(missing)} not installed)"
+        )
+
+
+def _cmd_serve(options: argparse.Namespace) -> int:
+    _check_extra()
+    from powerdrivers.service._config import load_config
+
+    config = load_config(options.config)
+    _configure_logging(options.log_level)
+    if config.store.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+        raise ServiceExtraMissing(
+            "a PostgreSQL store needs the postgresql extra: pip install 'powerdrivers[postgresql]'"
+        )
+    run_service(config, options.log_level)
+    return EXIT_OK
+
+
+def _configure_logging(level: str) -> None:
+    # The CLI's root handler ("powerdrivers: LEVEL: message") prints the service's and uvicorn's lines.
+    logging.getLogger().setLevel(level.upper())
+    for name in ("powerdrivers", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def run_service(config: ServiceConfig, log_level: str = "info") -> None:
+    """Start the fleet, serve its app until SIGTERM or SIGINT, then stop everything cleanly.
+
+    Raises ``StoreError`` when the store cannot be opened (nothing is left running).
+    """
+    import uvicorn
+
+    from powerdrivers.service._app import create_app
+    from powerdrivers.service._fleet import Fleet
+
+    # uvicorn re-raises the signal it stopped for once it is done: a no-op handler here makes
+    # that the end of a clean stop (exit 0), not a death by the signal.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    fleet = Fleet(config)
+    try:
+        fleet.start()
+        app = create_app(fleet)
+        server_config = uvicorn.Config(
+            app,
+            host=config.listen_host,
+            port=config.listen_port,
+            log_config=None,
+            log_level=log_level,
+            timeout_graceful_shutdown=_GRACEFUL_S,
+            server_header=False,
+        )
+        _make_server(server_config, config).run()
+    finally:
+        fleet.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(*_: object) -> None:
+    """Swallow the stop signal uvicorn raises again after its own clean stop."""
+
+
+def _make_server(server_config: uvicorn.Config, config: ServiceConfig) -> uvicorn.Server:
+    """Return uvicorn's server, announcing itself once listening and closing streams on a stop signal."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                host = config.listen_host
+                shown = f"[{host}]" if ":" in host else host
+                sys.stdout.write(
+                    f"powerdrivers service on http://{shown}:{config.listen_port}/ "
+                    f"({len(config.hosts)} hosts, store {config.redacted_store})\n"
+                )
+                sys.stdout.flush()
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Event streams never end by themselves, and uvicorn waits for open responses.
+            from powerdrivers.service._sse import close_streams
+
+            close_streams(server_config.app)
+            super().handle_exit(sig, frame)
+
+    return Server(server_config)

@@ -1,0 +1,310 @@
+"""The service's config file: every mistake is one line naming the file, the line and the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from powerdrivers import Secret
+from powerdrivers.keeper import KeeperSettings
+from powerdrivers.service._config import ConfigFileError, Role, ServiceConfig, load_config
+
+_TOKEN = "operator-token-value-0123456789"
+_READER = "reader-token-value-0123456789ab"
+
+
+def _write(directory: Path, text: str, *, tokens: bool = True) -> Path:
+    """Write a config: ``text`` then (unless ``tokens`` is False) two token tables by file."""
+    for name, value in (("ops", _TOKEN), ("viewer", _READER)):
+        secret = directory / f"{name}.token"
+        secret.write_text(value + "\n")
+        secret.chmod(0o600)
+    if tokens:
+        text += (
+            '\n[[tokens]]\nname = "ops"\nrole = "operator"\nvalue_file = "ops.token"\n'
+            '\n[[tokens]]\nname = "viewer"\nrole = "reader"\nvalue_file = "viewer.token"\n'
+        )
+    path = directory / "service.toml"
+    path.write_text(text)
+    return path
+
+
+_GOOD = """\
+store = "sqlite:///state.db"
+listen = "127.0.0.1:8081"
+takeover_interval = 0.5
+
+[keeper]
+resync_interval = 30
+quarantine_after = 5
+
+[[hosts]]
+name = "lab-1"
+driver = "fake"
+uri = "fake:///"
+options = { guest_delay = 0.1 }
+password_env = "PD_TEST_LAB1_PASSWORD"
+"""
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ConfigFileError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_good_config_reads_every_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PD_TEST_LAB1_PASSWORD", "hunter2-lab")
+    config = load_config(_write(tmp_path, _GOOD))
+    assert isinstance(config, ServiceConfig)
+    assert (config.listen_host, config.listen_port, config.takeover_interval) == ("127.0.0.1", 8081, 0.5)
+    assert config.keeper == KeeperSettings.from_options(resync_interval=30, quarantine_after=5)
+    (host,) = config.hosts
+    assert (host.name, host.driver, host.uri, dict(host.options)) == (
+        "lab-1",
+        "fake",
+        "fake:///",
+        {"guest_delay": 0.1},
+    )
+    assert host.password == Secret("hunter2-lab")
+    assert host.driver_options() == {"guest_delay": 0.1, "password": Secret("hunter2-lab")}
+    assert [(t.name, t.role, t.value.reveal()) for t in config.tokens] == [
+        ("ops", Role.OPERATOR, _TOKEN),
+        ("viewer", Role.READER, _READER),
+    ]
+    assert config.store_url() == config.store == "sqlite:///state.db"
+    shown = repr(config)
+    for secret in ("hunter2-lab", _TOKEN, _READER):
+        assert secret not in shown
+
+
+def test_defaults(tmp_path: Path) -> None:
+    config = load_config(
+        _write(tmp_path, 'store = "sqlite:///s.db"\n[[hosts]]\nname = "a"\ndriver = "fake"\n')
+    )
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8080)
+    assert config.takeover_interval == 1.0
+    assert config.keeper == KeeperSettings()
+    assert config.hosts[0].uri is None and config.hosts[0].password is None
+
+
+def test_the_store_password_is_referenced_and_filled_in_only_to_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PD_TEST_STORE_PW", "s3cret-db")
+    config = load_config(
+        _write(
+            tmp_path,
+            'store = "postgresql+psycopg://pd@db.example/pd"\nstore_password_env = "PD_TEST_STORE_PW"\n'
+            '[[hosts]]\nname = "a"\ndriver = "fake"\n',
+        )
+    )
+    assert config.store == "postgresql+psycopg://pd@db.example/pd"
+    assert config.store_url() == "postgresql+psycopg://pd:s3cret-db@db.example/pd"
+    assert "s3cret-db" not in repr(config) and "s3cret-db" not in config.redacted_store
+
+
+_HOST = '[[hosts]]\nname = "a"\ndriver = "fake"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "says"),
+    [
+        (
+            'store = "sqlite:///s.db"\nlisten = "127.0.0.1:8080"\nlisteen = "x"\n' + _HOST,
+            3,
+            "listeen",
+            "unknown key",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + 'uri = "fake:///"\nurl = "x"\n',
+            6,
+            "hosts[1].url",
+            "unknown key",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + _HOST + 'pasword_env = "X"\n',
+            8,
+            "hosts[2].pasword_env",
+            "unknown",
+        ),
+        ('store = "sqlite:///s.db"\n' + _HOST + 'password = "hunter2"\n', 5, "hosts[1].password", "never"),
+        ('store = "sqlite:///s.db"\nstore_password = "pw"\n' + _HOST, 2, "store_password", "never"),
+        ('store = "postgresql://u:pw@db/x"\n' + _HOST, 1, "store", "holds a password"),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + 'uri = "qemu+ssh://u:pw@h/system"\n',
+            5,
+            "hosts[1].uri",
+            "password",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + "options = { password = 'pw' }\n",
+            5,
+            "hosts[1].options",
+            "inline",
+        ),
+        ('store = "mysql://db/x"\n' + _HOST, 1, "store", "sqlite"),
+        ('listen = "127.0.0.1:8080"\n' + _HOST, 1, "config", "store"),
+        ('store = "sqlite:///s.db"\nlisten = "localhost"\n' + _HOST, 2, "listen", "HOST:PORT"),
+        ('store = "sqlite:///s.db"\nlisten = "127.0.0.1:0"\n' + _HOST, 2, "listen", "1 to 65535"),
+        ('store = "sqlite:///s.db"\nlisten = "127.0.0.1:70000"\n' + _HOST, 2, "listen", "1 to 65535"),
+        ('store = "sqlite:///s.db"\ntakeover_interval = -1\n' + _HOST, 2, "takeover_interval", "takeover"),
+        ('store = "sqlite:///s.db"\n', 1, "config", "[[hosts]]"),
+        (
+            'store = "sqlite:///s.db"\n[[hosts]]\nname = "a"\ndriver = "nosuch"\n',
+            4,
+            "hosts[1].driver",
+            "fake",
+        ),
+        ('store = "sqlite:///s.db"\n[[hosts]]\nname = "a"\n', 2, "hosts[1]", "driver"),
+        ('store = "sqlite:///s.db"\n[[hosts]]\ndriver = "fake"\n', 2, "hosts[1]", "name"),
+        ('store = "sqlite:///s.db"\n' + _HOST + _HOST, 6, "hosts[2].name", "duplicate host name 'a'"),
+        ('store = "sqlite:///s.db"\n' + _HOST + "options = 3\n", 5, "hosts[1].options", "table"),
+        (
+            'store = "sqlite:///s.db"\n[keeper]\nresync_interval = -5\n' + _HOST,
+            3,
+            "keeper.resync_interval",
+            "resync",
+        ),
+        (
+            'store = "sqlite:///s.db"\n[keeper]\nresync_intervall = 5\n' + _HOST,
+            3,
+            "keeper.resync_intervall",
+            "unknown",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + 'password_env = "PD_TEST_UNSET_VAR"\n',
+            5,
+            "hosts[1].password_env",
+            "not set",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + 'password_file = "missing.pw"\n',
+            5,
+            "hosts[1].password_file",
+            "does not exist",
+        ),
+        (
+            'store = "sqlite:///s.db"\n' + _HOST + 'password_env = "A"\npassword_file = "b"\n',
+            6,
+            "hosts[1].password_file",
+            "not both",
+        ),
+    ],
+)
+def test_a_bad_config_names_the_line_and_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, line: int, key: str, says: str
+) -> None:
+    monkeypatch.delenv("PD_TEST_UNSET_VAR", raising=False)
+    path = _write(tmp_path, text)
+    message = _error(path)
+    assert message.startswith(f"{path} line {line}: {key}: "), message
+    assert says in message
+
+
+@pytest.mark.parametrize(
+    ("tokens", "line", "key", "says"),
+    [
+        (
+            '[[tokens]]\nname = "x"\nrole = "admin"\nvalue_file = "ops.token"\n',
+            7,
+            "tokens[1].role",
+            "reader or operator",
+        ),
+        (
+            '[[tokens]]\nname = "x"\nrole = "reader"\nvalue = "inline-token-0123456789"\n',
+            8,
+            "tokens[1].value",
+            "never",
+        ),
+        ('[[tokens]]\nname = "x"\nrole = "reader"\n', 5, "tokens[1]", "value_env or value_file"),
+        (
+            '[[tokens]]\nname = "x"\nrole = "reader"\nvalue_env = "PD_TEST_SHORT"\n',
+            8,
+            "tokens[1].value_env",
+            "shorter",
+        ),
+        (
+            '[[tokens]]\nname = "x"\nrole = "reader"\nvalue_file = "ops.token"\n'
+            '[[tokens]]\nname = "x"\nrole = "reader"\nvalue_file = "viewer.token"\n',
+            10,
+            "tokens[2].name",
+            "duplicate token name",
+        ),
+        (
+            '[[tokens]]\nname = "x"\nrole = "reader"\nvalue_file = "ops.token"\n'
+            '[[tokens]]\nname = "y"\nrole = "operator"\nvalue_env = "PD_TEST_SAME"\n',
+            12,
+            "tokens[2].value_env",
+            "same value",
+        ),
+        ("", 1, "config", "[[tokens]]"),
+    ],
+)
+def test_bad_tokens_name_the_line_and_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tokens: str, line: int, key: str, says: str
+) -> None:
+    monkeypatch.setenv("PD_TEST_SHORT", "short")
+    monkeypatch.setenv("PD_TEST_SAME", _TOKEN)
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + tokens, tokens=False)
+    message = _error(path)
+    assert message.startswith(f"{path} line {line}: {key}: "), message
+    assert says in message
+    assert _TOKEN not in message and "inline-token" not in message
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST)
+    (tmp_path / "viewer.token").chmod(mode)
+    message = _error(path)
+    assert (
+        f"line 14: tokens[2].value_file: secret file {tmp_path / 'viewer.token'} is readable by group"
+        in message
+    )
+    assert f"(mode {mode:04o})" in message and "chmod 600" in message and _READER not in message
+
+
+def test_secret_files_that_are_empty_or_not_files_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST)
+    (tmp_path / "ops.token").write_text("\n")
+    assert "is empty" in _error(path)
+    (tmp_path / "ops.token").unlink()
+    (tmp_path / "ops.token").mkdir(mode=0o700)
+    assert "not a regular file" in _error(path)
+
+
+def test_a_toml_syntax_error_keeps_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\nlisten = \n' + _HOST, tokens=False)
+    message = _error(path)
+    assert message.startswith(f"{path}: ") and "line 2" in message
+
+
+def test_an_unreadable_config_is_one_line(tmp_path: Path) -> None:
+    message = _error(tmp_path / "absent.toml")
+    assert message == f"{tmp_path / 'absent.toml'}: cannot read the service config: No such file or directory"
+
+
+def test_the_cli_says_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + 'password = "hunter2"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "powerdrivers", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "CI": os.environ.get("CI", "")},
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"powerdrivers: error: {path} line 5: hosts[1].password: "
+        "secrets are never written inline: use password_env or password_file\n"
+    )
+    assert "hunter2" not in done.stderr
