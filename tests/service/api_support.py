@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from powerdrivers.service._sse import close_streams
 
@@ -29,14 +28,18 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def api_routes(app: FastAPI) -> list[APIRoute]:
-    """Return the app's JSON routes (``/v1``, ``/metrics``, ``/healthz``), not the dashboard's pages."""
-    return [
-        route
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        and (route.path.startswith("/v1/") or route.path in ("/metrics", "/healthz"))
-    ]
+def api_endpoints(app: FastAPI) -> list[tuple[str, str]]:
+    """Return (method, path template) of every JSON endpoint (``/v1``, ``/metrics``, ``/healthz``).
+
+    Read from the app's OpenAPI document, which lists every route the app serves and documents.
+    """
+    paths: dict[str, dict[str, Any]] = app.openapi()["paths"]
+    return sorted(
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/v1/") or path in ("/metrics", "/healthz")
+        for method in operations
+    )
 
 
 def concrete_path(path: str, instance_id: str = "no-such-instance", action_id: int = 999_999) -> str:
