@@ -77,6 +77,7 @@
       }
     }
     const option = document.createElement("option");
+    option.value = name;
     option.textContent = name;
     host.append(option);
   }
