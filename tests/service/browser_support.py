@@ -99,11 +99,15 @@ def wait_live(driver: WebDriver) -> None:
     wait(driver).until(lambda d: d.find_element(By.ID, "live").text == "live")
 
 
-def screenshot_if_asked(driver: WebDriver) -> Path | None:
-    """Save a screenshot where ``POWERDRIVERS_SCREENSHOT`` says, if it is set; return its path."""
+def screenshot_if_asked(driver: WebDriver, width: int = 1280, height: int = 680) -> Path | None:
+    """Save a ``width`` x ``height`` screenshot where ``POWERDRIVERS_SCREENSHOT`` says, if it is set.
+
+    Return its path, or ``None`` when the variable is not set (normal runs write nothing).
+    """
     target = os.environ.get(SCREENSHOT_ENV)
     if not target:
         return None
+    driver.set_window_size(width, height)
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(driver.get_screenshot_as_png())

@@ -33,14 +33,20 @@ FINAL = ("done", "failed", "interrupted")
 
 
 @pytest.fixture
-def service(tmp_path: Path, service_config_factory: ConfigFactory) -> Iterator[tuple[Fleet, str]]:
-    """A started fleet of 2 fake hosts (host-1's first instance named ``HTML_NAME``) and its URL."""
-    state = tmp_path / "host-1.json"
-    make_fake_host(state, "h1", 4)
-    document = json.loads(state.read_text())
-    first = next(record for record in document["instances"].values() if record["name"] == "h1-vm-0")
-    first["name"] = HTML_NAME
-    state.write_text(json.dumps(document))
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, service_config_factory: ConfigFactory
+) -> Iterator[tuple[Fleet, str]]:
+    """A started fleet of 2 fake hosts of 4 instances each, and its URL.
+
+    Parametrized indirectly with ``"markup"``, host-1's first instance is named ``HTML_NAME``.
+    """
+    if getattr(request, "param", None) == "markup":
+        state = tmp_path / "host-1.json"
+        make_fake_host(state, "h1", 4)
+        document = json.loads(state.read_text())
+        first = next(record for record in document["instances"].values() if record["name"] == "h1-vm-0")
+        first["name"] = HTML_NAME
+        state.write_text(json.dumps(document))
     fleet = Fleet(service_config_factory())
     fleet.start()
     try:
@@ -110,10 +116,20 @@ def test_the_table_shows_every_instance_with_its_state_and_badges(
 ) -> None:
     fleet, url = service
     instances = _instances(url, service_tokens["operator"])
-    quarantined, backed_off = instances[1], instances[2]
+    off = [i for i in instances if i["host"] == "host-1" and i["power_state"] == "shutoff"]
+    quarantined, backed_off = off
     now = datetime.now(UTC)
     fleet.store.quarantine(quarantined["id"], "three failed starts", now)
     fleet.store.set_backoff(backed_off["id"], 2, now + timedelta(minutes=10))
+    # What the keeper records when a host stops answering: every reading of it is then stale.
+    assert fleet.store.set_host_reachable("host-2", False, now, "connection refused")
+    always = next(i for i in instances if i["host"] == "host-1" and i["power_state"] == "running")
+    answer = httpx.put(
+        f"{url}/v1/instances/{always['id']}/policy",
+        headers=bearer(service_tokens["operator"]),
+        json={"policy": "always"},
+    )
+    assert answer.status_code == 200, answer.text
 
     sign_in(browser, url, service_tokens["operator"])
 
@@ -122,7 +138,10 @@ def test_the_table_shows_every_instance_with_its_state_and_badges(
     for instance in instances:
         assert _row_text(browser, instance["id"], "host") == instance["host"]
         assert _row_text(browser, instance["id"], "state") == instance["power_state"]
-        assert _row_text(browser, instance["id"], "policy") == instance["policy"]
+        policy = "always" if instance["id"] == always["id"] else instance["policy"]
+        assert _row_text(browser, instance["id"], "policy") == policy
+        stale = instance["host"] == "host-2"
+        assert ("stale" in (_row_text(browser, instance["id"], "badges") or "").split()) is stale
     assert {_row_text(browser, i["id"], "state") for i in instances} == {"running", "shutoff"}
     assert _row_text(browser, quarantined["id"], "badges") == "quarantine"
     assert _row_text(browser, backed_off["id"], "badges") == "backoff"
@@ -287,6 +306,7 @@ def test_a_bad_token_is_refused_on_the_login_form(
     assert browser.current_url == f"{url}/login"
 
 
+@pytest.mark.parametrize("service", ["markup"], indirect=True)
 def test_a_name_with_markup_is_shown_as_text(
     service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str]
 ) -> None:
