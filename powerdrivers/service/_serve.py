@@ -8,7 +8,7 @@ the ``service`` extra, and ``serve`` without it says which extra to install (exi
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import signal
 import sys
@@ -47,7 +47,7 @@ class ServiceExtraMissing(ConfigurationError):
 
 
 def _check_extra() -> None:
-    missing = [name for name in _EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in _EXTRA_MODULES if not _importable(name)]
     if missing:
         raise ServiceExtraMissing(
             f"powerdrivers serve needs the service extra: pip install 'powerdrivers[service]' "
@@ -61,12 +61,20 @@ def _cmd_serve(options: argparse.Namespace) -> int:
 
     config = load_config(options.config)
     _configure_logging(options.log_level)
-    if config.store.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+    if config.store.startswith("postgresql") and not _importable("psycopg"):
         raise ServiceExtraMissing(
             "a PostgreSQL store needs the postgresql extra: pip install 'powerdrivers[postgresql]'"
         )
     run_service(config, options.log_level)
     return EXIT_OK
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def _configure_logging(level: str) -> None:

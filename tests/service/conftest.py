@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from powerdrivers import InstanceSpec, load_driver
 from powerdrivers.service._config import ServiceConfig, load_config
@@ -54,8 +55,9 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
     """Return a function writing a config file in ``tmp_path`` and loading it.
 
     ``hosts`` fake hosts named ``host-1``... each in a state file with ``instances`` instances;
-    ``store`` a store URL (default an SQLite file in ``tmp_path``); ``extra`` TOML appended to
-    the top level (before the tables); ``name`` the file's name.
+    ``store`` a store URL (default an SQLite file in ``tmp_path``; a password in it goes to a
+    ``store_password_file``); ``extra`` TOML for the top level (before the tables); ``name`` the
+    file's name; ``listen`` where ``powerdrivers serve`` listens.
     """
     for role, value in service_tokens.items():
         _secret_file(tmp_path / f"{role}.token", value)
@@ -66,13 +68,17 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
         instances: int = FAKE_INSTANCES,
         extra: str = "",
         name: str = "service.toml",
+        listen: str = "127.0.0.1:8080",
     ) -> ServiceConfig:
         url = store or f"sqlite:///{tmp_path / 'service.db'}"
-        lines = [
-            f'store = "{url}"',
-            'listen = "127.0.0.1:8080"',
-            extra,
-        ]
+        lines = [f'listen = "{listen}"', extra]
+        parsed = make_url(url)
+        if parsed.password is not None:
+            # The config takes no password inline: the fixture's URL's goes into a file.
+            _secret_file(tmp_path / f"{name}.store-password", str(parsed.password))
+            lines.append(f'store_password_file = "{name}.store-password"')
+            url = parsed.set(password=None).render_as_string(hide_password=False)
+        lines.insert(0, f'store = "{url}"')
         for number in range(1, hosts + 1):
             state = tmp_path / f"host-{number}.json"
             if not state.exists():

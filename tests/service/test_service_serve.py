@@ -1,0 +1,143 @@
+"""``powerdrivers serve``: a real process on a real port, announced in one line, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from powerdrivers.service._config import ServiceConfig
+
+_START_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _serving(config: ServiceConfig) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``powerdrivers serve`` on ``config``; yield the process and its announced line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "powerdrivers", "serve", "--config", str(config.path), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], _START_S)
+        line = process.stdout.readline() if ready else ""
+        if not line:
+            process.kill()
+            _, errors = process.communicate(timeout=10)
+            raise AssertionError(f"serve did not announce itself: {errors}")
+        yield process, line
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
+def test_serve_announces_answers_and_stops_on_sigterm(
+    service_config_factory: Callable[..., ServiceConfig], service_tokens: dict[str, str]
+) -> None:
+    port = _free_port()
+    config = service_config_factory(listen=f"127.0.0.1:{port}")
+    with _serving(config) as (process, line):
+        assert line == f"powerdrivers service on http://127.0.0.1:{port}/ (2 hosts, store {config.store})\n"
+        base = f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{base}/healthz", timeout=10)
+        assert health.status_code == 200
+        hosts = httpx.get(
+            f"{base}/v1/hosts", headers={"Authorization": f"Bearer {service_tokens['reader']}"}, timeout=10
+        )
+        assert hosts.status_code == 200
+        assert httpx.get(f"{base}/v1/hosts", timeout=10).status_code == 401
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        out, errors = process.communicate(timeout=30)
+        assert process.returncode == 0, errors
+        assert time.monotonic() - started < 20
+    for value in service_tokens.values():
+        assert value not in out + errors + line
+    assert "Traceback" not in errors
+
+
+def test_serve_stops_on_sigint_too(service_config_factory: Callable[..., ServiceConfig]) -> None:
+    config = service_config_factory(hosts=1, listen=f"127.0.0.1:{_free_port()}")
+    with _serving(config) as (process, _):
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+        assert process.returncode == 0, errors
+
+
+def test_help_is_light_and_serve_without_the_extra_says_which_to_install(
+    service_config: ServiceConfig,
+) -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "powerdrivers", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert helped.returncode == 0 and "serve" in helped.stdout
+    # A process where the web framework cannot be imported, as without the extra.
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from powerdrivers._cli import main\n"
+        f"sys.exit(main(['serve', '--config', {str(service_config.path)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "powerdrivers: error: powerdrivers serve needs the service extra: "
+        "pip install 'powerdrivers[service]' (fastapi, uvicorn not installed)\n"
+    )
+
+
+def test_help_imports_no_web_framework() -> None:
+    code = (
+        "import sys\nfrom powerdrivers._cli import _build_parser\n_build_parser()\n"
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'sqlalchemy', 'asyncio') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+    assert done.stdout == "[]\n"
+
+
+def test_a_bad_config_exits_2_before_listening(service_config_factory: Callable[..., ServiceConfig]) -> None:
+    config = service_config_factory(hosts=1)
+    config.path.write_text(config.path.read_text().replace('listen = "127.0.0.1:8080"', 'listen = "nowhere"'))
+    done = subprocess.run(
+        [sys.executable, "-m", "powerdrivers", "serve", "--config", str(config.path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"powerdrivers: error: {config.path} line 2: listen: must be HOST:PORT (e.g. 127.0.0.1:8080), "
+        "not 'nowhere'\n"
+    )
