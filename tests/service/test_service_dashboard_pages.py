@@ -42,7 +42,11 @@ def test_the_login_form_and_the_static_files_need_no_token(client: TestClient) -
     form = client.get("/login")
     assert form.status_code == 200
     assert 'name="token"' in form.text and 'type="password"' in form.text
-    for name, kind in [("dashboard.css", "text/css"), ("fleet.js", "javascript"), ("instance.js", "javascript")]:
+    for name, kind in [
+        ("dashboard.css", "text/css"),
+        ("fleet.js", "javascript"),
+        ("instance.js", "javascript"),
+    ]:
         answer = client.get(f"/static/{name}")
         assert answer.status_code == 200
         assert kind in answer.headers["content-type"]
@@ -98,7 +102,9 @@ def test_signing_out_forgets_the_cookie(client: TestClient, service_tokens: dict
     assert client.get("/").status_code == 303
 
 
-def test_pages_forbid_inline_scripts_framing_and_caching(client: TestClient, service_tokens: dict[str, str]) -> None:
+def test_pages_forbid_inline_scripts_framing_and_caching(
+    client: TestClient, service_tokens: dict[str, str]
+) -> None:
     _sign_in(client, service_tokens["reader"])
     for path in ("/", "/login"):
         headers = client.get(path).headers
