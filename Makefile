@@ -1,11 +1,12 @@
-# The two commands: `make run` (the tour on the fake driver) and `make test` (everything).
+# The commands: `make run` (the tour on the fake driver), `make serve` (the reference service on
+# fake hosts, API and dashboard) and `make test` (everything).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export PIP_NO_INPUT := 1
 
-.PHONY: run test system-deps lint typecheck unit coverage-html floors docs bench clean
+.PHONY: run serve test system-deps lint typecheck unit coverage-html floors docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,16 @@ $(VENV)/.test-installed: $(BIN)/python pyproject.toml $(wildcard plugins/*/pypro
 
 run: $(VENV)/.run-installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash docs/tour.sh
+
+$(VENV)/.serve-installed: $(BIN)/python pyproject.toml plugins/fake/pyproject.toml
+	$(PIP) install -e '.[service]' -e plugins/fake
+	touch $@
+
+# The reference service on 3 fake hosts and an SQLite file, all in .cache/serve (made once, with
+# an operator's and a reader's token in files there): the API and dashboard at the printed URL.
+serve: $(VENV)/.serve-installed
+	$(BIN)/python -c 'from powerdrivers.service._serve import prepare_demo; prepare_demo(".cache/serve")'
+	$(BIN)/powerdrivers serve --config .cache/serve/service.toml
 
 system-deps:
 	bash .ci/system-deps.sh

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +85,8 @@ def _configure_logging(level: str) -> None:
     logging.getLogger().setLevel(level.upper())
     for name in ("powerdrivers", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).setLevel(level.upper())
+    # The store's migrations narrate every step at info: worth seeing only when debugging.
+    logging.getLogger("alembic").setLevel(level.upper() if level == "debug" else "WARNING")
 
 
 def run_service(config: ServiceConfig, log_level: str = "info") -> None:
@@ -145,3 +150,58 @@ def _make_server(server_config: uvicorn.Config, config: ServiceConfig) -> uvicor
             super().handle_exit(sig, frame)
 
     return Server(server_config)
+
+
+# -- make serve -----------------------------------------------------------------------------------
+
+_DEMO_HOSTS = ("lab-1", "lab-2", "lab-3")
+_DEMO_INSTANCES = ("web-1", "web-2", "db-1", "cache-1", "batch-1", "batch-2")
+
+
+def prepare_demo(directory: str | os.PathLike[str]) -> Path:
+    """Create (once) a demo in ``directory``: 3 fake hosts, an SQLite store, 2 token files; return its config.
+
+    Used by ``make serve``. Each host's instances are spawned (ids of their own), some then
+    paused or powered off so the dashboard shows every state. The tokens are new random values
+    in files of mode 0600; their paths are printed, never the tokens.
+    """
+    from powerdrivers import InstanceSpec, load_driver
+
+    folder = Path(directory).resolve()
+    config = folder / "service.toml"
+    if not config.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [f'store = "sqlite:///{folder / "state.db"}"', 'listen = "127.0.0.1:8080"', ""]
+        for host in _DEMO_HOSTS:
+            state = folder / f"{host}.json"
+            with load_driver("fake", f"fake://{state}", seed="empty") as driver:
+                for number, name in enumerate(_DEMO_INSTANCES):
+                    reading = driver.spawn(InstanceSpec(name=f"{host}-{name}"))
+                    if name.startswith("cache"):
+                        driver.pause(reading.id)
+                    elif number % 3 == 1:
+                        driver.power_off(reading.id)
+            lines += ["[[hosts]]", f'name = "{host}"', 'driver = "fake"', f'uri = "fake://{state}"', ""]
+        for role in ("operator", "reader"):
+            _write_private(folder / f"{role}.token", secrets.token_urlsafe(32))
+            lines += [
+                "[[tokens]]",
+                f'name = "{role}"',
+                f'role = "{role}"',
+                f'value_file = "{role}.token"',
+                "",
+            ]
+        # Written last: its presence means the demo is complete.
+        config.write_text("\n".join(lines))
+    sys.stdout.write(
+        f"demo config: {config}\n"
+        f"operator token: in {folder / 'operator.token'}; reader token: in {folder / 'reader.token'}\n"
+        "log in at http://127.0.0.1:8080/login with one of them\n"
+    )
+    return config
+
+
+def _write_private(path: Path, value: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as opened:
+        opened.write(value + "\n")

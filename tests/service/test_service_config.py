@@ -308,3 +308,34 @@ def test_the_cli_says_one_line_and_exits_2(tmp_path: Path) -> None:
         "secrets are never written inline: use password_env or password_file\n"
     )
     assert "hunter2" not in done.stderr
+
+
+def test_the_documented_example_is_a_valid_config_with_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = Path(__file__).parents[2] / "docs" / "examples" / "service.toml"
+    token = tmp_path / "dashboard.token"
+    token.write_text(_READER)
+    token.chmod(0o600)
+    text = example.read_text().replace("/etc/powerdrivers/dashboard.token", str(token))
+    text = text.replace('driver = "libvirt"', 'driver = "fake"').replace(
+        "keepalive_interval = 5", "latency = 0"
+    )
+    for variable, value in (
+        ("PD_STORE_PASSWORD", "db-pw"),
+        ("LAB1_PASSWORD", "lab-pw"),
+        ("PD_OPS_TOKEN", _TOKEN),
+    ):
+        monkeypatch.setenv(variable, value)
+    (tmp_path / "service.toml").write_text(text)
+    config = load_config(tmp_path / "service.toml")
+    assert config.keeper == KeeperSettings()
+    assert [host.name for host in config.hosts] == ["lab-1", "lab-2"]
+    assert [(token.name, token.role) for token in config.tokens] == [
+        ("ops", Role.OPERATOR),
+        ("dashboard", Role.READER),
+    ]
+    documented = {
+        line.split("=")[0].strip("# ").strip() for line in example.read_text().splitlines() if "=" in line
+    }
+    assert set(KeeperSettings.__dataclass_fields__) <= documented
