@@ -57,7 +57,8 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
     ``hosts`` fake hosts named ``host-1``... each in a state file with ``instances`` instances;
     ``store`` a store URL (default an SQLite file in ``tmp_path``; a password in it goes to a
     ``store_password_file``); ``extra`` TOML for the top level (before the tables); ``name`` the
-    file's name; ``listen`` where ``powerdrivers serve`` listens.
+    file's name; ``listen`` where ``powerdrivers serve`` listens; ``host_options`` more of each
+    host's fake driver options, as inline-table TOML (``'latency = 0.5'``).
     """
     for role, value in service_tokens.items():
         _secret_file(tmp_path / f"{role}.token", value)
@@ -69,6 +70,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
         extra: str = "",
         name: str = "service.toml",
         listen: str = "127.0.0.1:8080",
+        host_options: str = "",
     ) -> ServiceConfig:
         url = store or f"sqlite:///{tmp_path / 'service.db'}"
         lines = [f'listen = "{listen}"', extra]
@@ -88,7 +90,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
                 f'name = "host-{number}"',
                 'driver = "fake"',
                 f'uri = "fake://{state}"',
-                "options = { guest_delay = 0.05 }",
+                f"options = {{ {', '.join(filter(None, ['guest_delay = 0.05', host_options]))} }}",
             ]
         for role in ("reader", "operator"):
             lines += ["[[tokens]]", f'name = "{role}"', f'role = "{role}"', f'value_file = "{role}.token"']
