@@ -176,7 +176,7 @@ def test_the_filters_narrow_the_table_without_a_reload(
 def test_changes_made_through_the_api_appear_in_the_table_without_a_reload(
     service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str], tmp_path: Path
 ) -> None:
-    _, url = service
+    fleet, url = service
     operator = service_tokens["operator"]
     running = _by_name(url, operator, "h2-vm-0")
     sign_in(browser, url, service_tokens["reader"])
@@ -197,6 +197,35 @@ def test_changes_made_through_the_api_appear_in_the_table_without_a_reload(
     wait(browser).until(lambda _: _row_text(browser, spawned.id, "name") == "h2-newcomer")
     assert _row_text(browser, spawned.id, "host") == "host-2"
     assert _row_text(browser, spawned.id, "state") == "running"
+
+    unreachable = _by_name(url, operator, "h1-vm-1")
+    assert fleet.store.set_host_reachable("host-1", False, datetime.now(UTC), "connection refused")
+    wait(browser).until(lambda _: _row_text(browser, unreachable["id"], "badges") == "stale")
+    assert _still_same_page(browser)
+
+
+def test_the_instance_page_follows_changes_live(
+    service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str]
+) -> None:
+    _, url = service
+    operator = service_tokens["operator"]
+    instance = _by_name(url, operator, "h1-vm-0")
+    sign_in(browser, url, service_tokens["reader"])
+    browser.get(f"{url}/instances/{instance['id']}")
+    wait_live(browser)
+    _mark_page(browser)
+
+    def band_states() -> list[str | None]:
+        bands = browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.band")
+        return [band.get_attribute("data-state") for band in bands]
+
+    assert band_states() == ["running"]
+    _act(url, operator, instance["id"], "power_off")
+
+    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-state").text == "shutoff")
+    wait(browser).until(lambda _: band_states() == ["running", "shutoff"])
+    cells = browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr:first-child td")
+    assert [cell.text for cell in cells][1:4] == ["power_off", "done", "operator"]
     assert _still_same_page(browser)
 
 
