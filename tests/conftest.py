@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_cluster import ClusterUnavailable, PostgresCluster
 from stevedore.extension import ExtensionManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,3 +86,31 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("POWERDRIVERS_URI", f"fake://{path}")
     monkeypatch.delenv("POWERDRIVERS_PASSWORD", raising=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session (skipped when unavailable, a failure under CI=true)."""
+    try:
+        cluster = PostgresCluster()
+    except ClusterUnavailable as missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {missing}")
+        pytest.skip(f"PostgreSQL unavailable: {missing}")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
+    """The URL (password included) of a fresh, empty database of the session's cluster.
+
+    A test may stop the cluster; it is started again afterwards for the next test.
+    """
+    url = postgres.create_database()
+    yield url
+    if postgres.postmaster_pid() is None:
+        postgres.start()

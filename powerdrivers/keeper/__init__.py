@@ -15,6 +15,7 @@ from powerdrivers.keeper._errors import (
     KeeperError,
     StoreError,
     StoreUnavailable,
+    UnknownAction,
     UnknownInstance,
 )
 from powerdrivers.keeper._keeper import Keeper
@@ -55,6 +56,7 @@ __all__ = [
     "SqlStore",
     "StoreError",
     "StoreUnavailable",
+    "UnknownAction",
     "UnknownInstance",
     "default_store_url",
     "open_store",

@@ -18,6 +18,14 @@ class UnknownInstance(KeeperError, InstanceNotFound):
         PowerDriversError.__init__(self, message)
 
 
+class UnknownAction(KeeperError):
+    """The store has no action with this id."""
+
+    def __init__(self, action_id: int) -> None:
+        self.action_id = action_id
+        PowerDriversError.__init__(self, f"the keeper's store has no action {action_id}")
+
+
 class ActionInFlight(KeeperError):
     """The instance already has an open action (this process's or another's): nothing was done."""
 

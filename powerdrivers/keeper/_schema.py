@@ -32,7 +32,7 @@ from sqlalchemy import (
 from powerdrivers.keeper._errors import KeeperError
 
 #: The Alembic revision the tables below are at; the store upgrades any older database to it.
-SCHEMA_REVISION: Final = "0002"
+SCHEMA_REVISION: Final = "0003"
 
 #: The action statuses that count as open (at most one such action per instance).
 OPEN_STATUSES: Final = ("pending", "running")
@@ -109,7 +109,8 @@ instances = Table(
     # How many history records the instance has: retention trims from the oldest end in O(1).
     Column("records", Integer, nullable=False),
     Column("change_seq", BigInteger, nullable=False),
-    Index("ix_instances_host", "host"),
+    # Pages of instances walk (host, id) in order; lookups by host use it too.
+    Index("ix_instances_host_id", "host", "id"),
     Index("ix_instances_change_seq", "change_seq"),
 )
 

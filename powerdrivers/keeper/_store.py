@@ -17,7 +17,7 @@ from sqlalchemy import delete, exc, insert, select, update
 
 from powerdrivers import InstanceReading, PowerState, parse_count, redact_uri
 from powerdrivers.keeper import _store_ops as ops
-from powerdrivers.keeper._errors import ActionInFlight, KeeperError, UnknownInstance
+from powerdrivers.keeper._errors import ActionInFlight, KeeperError, UnknownAction, UnknownInstance
 from powerdrivers.keeper._model import (
     Action,
     ActionStatus,
@@ -30,7 +30,6 @@ from powerdrivers.keeper._model import (
 )
 from powerdrivers.keeper._paths import default_store_url
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, hosts, instances
-from powerdrivers.keeper._store_claim import HostClaims
 from powerdrivers.keeper._store_db import DEFAULT_RETENTION
 from powerdrivers.keeper._store_migrate import upgrade
 from powerdrivers.keeper._store_rows import (
@@ -41,6 +40,7 @@ from powerdrivers.keeper._store_rows import (
     instance_view,
     record_values,
 )
+from powerdrivers.keeper._store_views import StoreViews
 
 _FINAL = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.INTERRUPTED})
 _MAX_ID: Final = 2**63 - 1
@@ -50,7 +50,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(HostClaims):
+class SqlStore(StoreViews):
     """``KeeperStore`` in an SQL database; opening it upgrades the database's schema to this version's.
 
     ``url`` is an SQLAlchemy URL (``sqlite:///path/keeper.db``, ``postgresql+psycopg://...``);
@@ -364,7 +364,9 @@ class SqlStore(HostClaims):
             return ops.action_by_id(connection, action_id)
 
     def action(self, action_id: int) -> Action:
-        """One action by id. Raises ``KeeperError`` (unknown id)."""
+        """One action by id. Raises ``UnknownAction`` (an unknown id, or one no action can have)."""
+        if isinstance(action_id, bool) or not isinstance(action_id, int) or not 0 < action_id <= _MAX_ID:
+            raise UnknownAction(action_id)
         with self._read(f"read action {action_id}") as connection:
             return ops.action_by_id(connection, action_id)
 

@@ -3,12 +3,12 @@
 The SQL implementation (``_store.py``) implements exactly this; the keeper and the CLI use only
 this. Every method is one transaction; every write that changes what a keeper must act on
 (policy, quarantine, actions) bumps the store's change cursor, which other processes poll.
-Times are timezone-aware UTC.
+Times are timezone-aware UTC. Listeners (``add_change_listener``) are woken after writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,16 @@ class HostClaim(Protocol):
     host: str
     owner: str
     """Who holds it (``pid N on HOSTNAME``), as recorded in the host's ``owner``."""
+
+    def alive(self) -> bool:
+        """Return whether the claim is certainly still held (never raises).
+
+        An SQLite store's claim is held until released. A PostgreSQL store's is held by the
+        server for its connection (one per store, shared by all its claims): this asks that
+        connection to answer, and once it has been lost, the claim is gone for good (another
+        process may hold the host now): the holder must stop acting on the host and claim it
+        again. False once released.
+        """
 
     def release(self) -> None:
         """Let the host go and clear its recorded owner; a second call does nothing.
@@ -79,6 +89,25 @@ class KeeperStore(Protocol):
 
     def instances(self, host: str | None = None) -> list[InstanceView]:
         """Every instance (of one host, if given), by host then id."""
+
+    def instances_page(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | None = None,
+        policy: Policy | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[InstanceView], str | None]:
+        """Return one page of instances ordered by (host, id), and the next page's cursor or ``None``.
+
+        Filters (host, power state, policy) combine. ``after`` is the previous page's cursor: an
+        opaque, URL-safe text; ``limit`` 1 to 1,000. Raises ``InvalidOption`` for a bad cursor
+        (its message starts with "cursor"), a limit out of range or a bad filter value.
+        """
+
+    def instance_counts(self) -> dict[tuple[str, str], int]:
+        """Return the number of instances per (host, power state value)."""
 
     def record_observation(
         self,
@@ -149,7 +178,7 @@ class KeeperStore(Protocol):
         """Close an action as done, failed or interrupted and append its ``action`` record."""
 
     def action(self, action_id: int) -> Action:
-        """One action by id. Raises ``KeeperError`` (unknown id)."""
+        """One action by id. Raises ``UnknownAction`` (unknown id)."""
 
     def open_actions(self, host: str | None = None) -> list[Action]:
         """Actions still pending or running (of one host, if given), oldest first."""
@@ -171,6 +200,31 @@ class KeeperStore(Protocol):
         Changed means policy, quarantine or actions: how a keeper notices what other processes
         wrote.
         """
+
+    def records_after(self, after_id: int, limit: int = 500) -> list[HistoryRecord]:
+        """Return every instance's history records with an id above ``after_id``, ascending.
+
+        Records are committed in id order, so a reader that carries on from the last id it saw
+        misses none (but retention may have trimmed old ones). Raises ``InvalidOption`` for an
+        ``after_id`` below 0 or a ``limit`` outside 1 to 10,000.
+        """
+
+    def last_record_id(self) -> int:
+        """Return the newest history record's id (0 when there is none)."""
+
+    # -- watching and health -----------------------------------------------------------------
+    def add_change_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after writes; return the function that removes it.
+
+        Called after every write this store object commits and, on PostgreSQL, whenever any
+        process commits a write (``LISTEN``/``NOTIFY`` on channel ``powerdrivers_changes``,
+        one listening connection per store object, reconnecting and then calling once after a
+        lost connection). A wake-up only: it must be quick, carries nothing, and the consumer
+        re-reads the store. What it raises is logged, never raised into the store.
+        """
+
+    def available(self) -> bool:
+        """Return whether the database answers now: a cheap check (for health and 503s), never raising."""
 
     def close(self) -> None:
         """Release the store's connections."""

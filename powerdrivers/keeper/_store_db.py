@@ -5,7 +5,7 @@ Nothing here knows the keeper's tables; ``_store.py`` does, on top of this.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -22,8 +22,20 @@ BUSY_TIMEOUT_S: Final = 30.0
 #: An execution option marking a read-only transaction (SQLite: a plain, deferred BEGIN).
 READ_ONLY: Final = "powerdrivers_keeper_read"
 
+#: Seconds a PostgreSQL connection attempt waits for the server, unless the URL says otherwise.
+PG_CONNECT_TIMEOUT_S: Final = 5
+
+#: The PostgreSQL channel every write transaction notifies (delivered to listeners at commit).
+CHANNEL: Final = "powerdrivers_changes"
+
+#: The PostgreSQL advisory lock every write transaction takes first ("pdwrites" in ASCII).
+WRITE_LOCK: Final = 0x7064777269746573
+
 #: History records kept per instance unless the store is opened with another ``retention``.
 DEFAULT_RETENTION: Final = 1000
+
+
+_PG_BEGIN_WRITE: Final = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
 
 
 class StoreLocation:
@@ -81,6 +93,12 @@ def create_store_engine(location: StoreLocation) -> Engine:
             except OSError as problem:
                 raise location.error("make the database's folder", problem) from None
         options["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    elif url.get_backend_name() == "postgresql":
+        # A pooled connection may have died with a server that went away and came back: test it
+        # when it is taken from the pool, so the first use after a restart works.
+        options["pool_pre_ping"] = True
+        if "connect_timeout" not in url.query:
+            options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     try:
         engine = create_engine(url, **options)
     except ImportError as problem:
@@ -146,9 +164,13 @@ class StoreConnection:
     """
 
     def __init__(self, url: str, *, retention: int = DEFAULT_RETENTION) -> None:
+        from powerdrivers.keeper._store_changes import ChangeListeners
+
         self._retention = parse_count("retention", retention, minimum=1)
         self._location = StoreLocation(url)
         self._engine = create_store_engine(self._location)
+        self._changes = ChangeListeners(self._engine, self._location)
+        self._begin_write = _PG_BEGIN_WRITE if self._engine.dialect.name == "postgresql" else None
 
     @property
     def redacted_url(self) -> str:
@@ -164,14 +186,52 @@ class StoreConnection:
         return f"{type(self).__name__}({self._location.redacted!r}, retention={self._retention})"
 
     def close(self) -> None:
-        """Release the store's connections (the store can still be used: it reconnects)."""
+        """Release the store's connections (the store can still be used: it reconnects).
+
+        The listening thread stops too; change listeners stay registered, and are called again
+        after this store's own writes (and, once one more listener is added, other processes').
+        Host claims are not released: they are their holders' to release.
+        """
+        self._changes.close()
         self._engine.dispose()
+
+    def add_change_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after every write; return the function that removes it.
+
+        Called after each write transaction this store object commits (in the writer's thread),
+        and on PostgreSQL whenever any process commits a write to the database (from this
+        store's listening thread, started by the first listener: one connection per store
+        object, reconnecting after a loss and then calling every listener once). A wake-up only:
+        the callback must be quick, gets nothing, and re-reads the store for what changed; what
+        it raises is logged, never raised into the store. Raises ``KeeperError`` for a callback
+        that is not callable.
+        """
+        return self._changes.add(callback)
+
+    def available(self) -> bool:
+        """Return whether the database answers now (a cheap query; never raises ``StoreError``)."""
+        try:
+            with self._read("check that the database answers") as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except StoreError:
+            return False
+        return True
 
     @contextmanager
     def _write(self, what: str) -> Iterator[Connection]:
-        """One write transaction (SQLite: holding the write lock from its start)."""
+        """One write transaction, holding the store's write lock from its start; listeners are told after.
+
+        SQLite: ``BEGIN IMMEDIATE``. PostgreSQL: the transaction advisory lock ``WRITE_LOCK``, so
+        writers never deadlock on each other's rows and commit in the order they take ids (a
+        reader of history ``records_after`` an id never misses one committed late); in the same
+        statement it notifies the change channel, which the server delivers to every listening
+        store at commit and drops when the transaction rolls back.
+        """
         with translated(self._location, what), self._engine.begin() as connection:
+            if self._begin_write is not None:
+                connection.exec_driver_sql(self._begin_write)
             yield connection
+        self._changes.notify()
 
     @contextmanager
     def _read(self, what: str) -> Iterator[Connection]:

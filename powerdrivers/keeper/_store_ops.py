@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Row, delete, func, insert, select, update
 
 from powerdrivers import InstanceReading, PowerState, Transition
-from powerdrivers.keeper._errors import ActionInFlight, KeeperError, UnknownInstance
+from powerdrivers.keeper._errors import ActionInFlight, KeeperError, UnknownAction, UnknownInstance
 from powerdrivers.keeper._model import Action, HistoryRecord, InstanceView, Policy, RecordKind
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, hosts, instances, store_state
 from powerdrivers.keeper._store_rows import action, enum_value, history_record, instance_view
@@ -95,10 +95,10 @@ def view(connection: Connection, instance_id: str) -> InstanceView:
 
 
 def action_by_id(connection: Connection, action_id: int) -> Action:
-    """Return one action. Raises ``KeeperError`` for an unknown id."""
+    """Return one action. Raises ``UnknownAction`` for an unknown id."""
     row = connection.execute(select(actions).where(actions.c.id == action_id)).first()
     if row is None:
-        raise KeeperError(f"the keeper's store has no action {action_id!r}")
+        raise UnknownAction(action_id)
     return action(row)
 
 

@@ -1,4 +1,9 @@
-"""The keeper tests' store: a real SQL store on a fresh SQLite file per test."""
+"""The keeper tests' store: a real SQL store, on a fresh SQLite file per test or a fresh PostgreSQL database.
+
+A test runs on SQLite unless it (or its module) is marked with ``store_support.both_databases``:
+then it runs once per database, the PostgreSQL run on a database of the session's throwaway
+cluster (``postgres_url``, from the tests' top conftest).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,14 @@ from powerdrivers.keeper._store import SqlStore
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    """The URL of a fresh SQLite file (not created yet: opening the store creates and migrates it)."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, empty database (not migrated yet: opening the store migrates it).
+
+    SQLite (a file not created yet) unless the test is parametrized with ``"postgresql"``.
+    """
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path / 'keeper.db'}"
 
 

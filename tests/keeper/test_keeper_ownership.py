@@ -1,4 +1,4 @@
-"""One keeper per host per store: real ``keep`` processes on one store, and keepers in one process."""
+"""One keeper per host per store: real ``keep`` processes (on SQLite and PostgreSQL), and in one process."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from engine_support import fake_host, running_keeper, wait_until
 from powerdrivers_fake import instance_id
+from store_support import both_databases
 
 from powerdrivers.keeper import ActionStatus, HostAlreadyKept, Keeper, KeeperError, SqlStore
 
 WEB1 = instance_id("web-1")
+
+pytestmark = both_databases
 
 
 def environment(tmp_path: Path, store_url: str, state: str = "state.json") -> dict[str, str]:

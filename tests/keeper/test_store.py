@@ -1,4 +1,4 @@
-"""The SQL store, method by method, on a real SQLite file."""
+"""The SQL store, method by method, on a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from store_support import both_databases
 
 from powerdrivers import InstanceReading, InvalidOption, PowerState, Transition
 from powerdrivers.keeper import (
@@ -22,6 +23,8 @@ from powerdrivers.keeper import (
 from powerdrivers.keeper import _store_ops as store_ops
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+pytestmark = both_databases
 
 
 def reading(

@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, text
+from store_support import both_databases
 
 from powerdrivers.keeper import StoreError
 from powerdrivers.keeper._schema import SCHEMA_REVISION, metadata
@@ -33,6 +34,7 @@ def test_the_code_s_revision_is_the_migrations_head(store_url: str) -> None:
     assert ScriptDirectory.from_config(alembic_config(store_url)).get_current_head() == SCHEMA_REVISION
 
 
+@both_databases
 def test_an_empty_database_upgraded_to_head_matches_the_tables_the_code_uses(store_url: str) -> None:
     SqlStore(store_url).close()
     engine = create_engine(store_url)
@@ -56,6 +58,7 @@ def test_the_partial_unique_index_is_partial(store_url: str) -> None:
     assert sql is not None and "UNIQUE" in sql and "WHERE status IN ('pending', 'running')" in sql
 
 
+@both_databases
 def test_a_database_at_an_older_revision_is_upgraded_when_the_store_opens_it(store_url: str) -> None:
     config = alembic_config(store_url)
     SqlStore(store_url).close()
@@ -89,6 +92,7 @@ def test_migrations_do_not_run_offline(store_url: str) -> None:
         command.upgrade(alembic_config(store_url), "head", sql=True)
 
 
+@both_databases
 def test_a_database_from_a_newer_version_is_refused_not_guessed_at(store_url: str) -> None:
     SqlStore(store_url).close()
     engine = create_engine(store_url)

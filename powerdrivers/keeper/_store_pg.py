@@ -1,0 +1,62 @@
+"""PostgreSQL's own connections of a store: for LISTEN and for host claims, outside SQLAlchemy's pool.
+
+A pooled connection is handed to whoever asks next and replaced when it breaks; a session whose
+advisory locks or LISTEN registration matter must be neither. These connections are made from
+the store's URL with the same driver (psycopg 3), in autocommit, with TCP keepalives so that a
+server that vanished without closing the socket is noticed within seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import Engine
+
+from powerdrivers.keeper._store_db import PG_CONNECT_TIMEOUT_S, StoreLocation
+
+if TYPE_CHECKING:
+    import psycopg
+
+#: TCP keepalives: a silent peer is declared dead after about idle + interval * count seconds.
+_KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+
+
+def is_postgresql(engine: Engine) -> bool:
+    """Return whether the store's database is PostgreSQL."""
+    return engine.dialect.name == "postgresql"
+
+
+def connect(engine: Engine, location: StoreLocation, what: str) -> psycopg.Connection[Any]:
+    """Return a new autocommit psycopg connection to the store's database, of its own.
+
+    Raises ``StoreUnavailable`` (or ``StoreError``) naming ``what``: one line, no password.
+    """
+    import psycopg
+
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)  # SQLAlchemy's adapters: this connection runs plain SQL only
+    params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **_KEEPALIVES, **params}
+    with translated_psycopg(location, what):
+        return psycopg.connect(**params, autocommit=True)
+
+
+@contextmanager
+def translated_psycopg(location: StoreLocation, what: str) -> Iterator[None]:
+    """Turn psycopg's errors inside the block into the store's one-line, redacted errors.
+
+    A lost or refused connection is ``StoreUnavailable``; any other database error ``StoreError``.
+    """
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as problem:
+        raise location.error(what, ConnectionError(str(problem))) from None
+    except psycopg.Error as problem:
+        raise location.error(what, _Failed(str(problem))) from None
+
+
+class _Failed(Exception):
+    """A database error that is not a lost connection (``StoreLocation.error`` makes it ``StoreError``)."""

@@ -1,0 +1,133 @@
+"""The store's reads for a service: pages of instances, counts, and the history of every instance.
+
+A page of instances is a keyset walk over (host, id), the ``ix_instances_host_id`` index: each
+page costs the same however deep it is, and an instance added or removed between two pages moves
+no other across the cursor. The cursor is the previous page's last (host, id), opaque to callers.
+``records_after`` reads the history of every instance in id order: writers commit in id order
+(see ``StoreConnection._write``), so a reader that remembers the last id it saw misses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Final
+
+from sqlalchemy import func, select, tuple_
+
+from powerdrivers import InvalidOption, PowerState, parse_count
+from powerdrivers.keeper._model import HistoryRecord, InstanceView, Policy
+from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, instances
+from powerdrivers.keeper._store_claim import HostClaims
+from powerdrivers.keeper._store_rows import action, history_record, instance_view
+
+#: The most instances one page may hold, and the most records one ``records_after`` call returns.
+MAX_PAGE: Final = 1000
+MAX_RECORDS: Final = 10_000
+_MAX_ID: Final = 2**63 - 1
+_MAX_CURSOR: Final = 2048
+_MAX_TEXT: Final = 255
+
+
+def encode_cursor(host: str, instance_id: str) -> str:
+    """Return the opaque, URL-safe cursor of the page after the instance ``(host, instance_id)``."""
+    raw = json.dumps([host, instance_id], separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object) -> tuple[str, str]:
+    """Return the (host, id) a cursor of ``encode_cursor`` holds. Raises ``InvalidOption`` ("cursor ...")."""
+    if not isinstance(cursor, str) or not cursor or len(cursor) > _MAX_CURSOR:
+        raise InvalidOption("cursor is not one this store gave (take it from the previous page's next)")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw.decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        value = None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(part, str) and len(part) <= _MAX_TEXT for part in value)
+    ):
+        return value[0], value[1]
+    raise InvalidOption("cursor is not one this store gave (take it from the previous page's next)")
+
+
+def _choice(kind: type[PowerState] | type[Policy], name: str, value: object) -> str:
+    try:
+        return kind(str(value)).value
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise InvalidOption(f"{name} must be one of {choices}, not {str(value)[:40]!r}") from None
+
+
+class StoreViews(HostClaims):
+    """Reads a service needs besides the keeper's: ``SqlStore`` builds on this."""
+
+    def instances_page(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | None = None,
+        policy: Policy | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[InstanceView], str | None]:
+        """Return one page of instances by host then id, and the cursor of the next (``None``: the last).
+
+        Filters by host, power state and policy, all given ones at once. ``after`` is the
+        ``next`` of the previous page (``None`` for the first); ``limit`` is 1 to 1,000.
+        Raises ``InvalidOption`` for a bad cursor (the message starts with "cursor"), limit or
+        filter value.
+        """
+        count = parse_count("limit", limit, minimum=1, maximum=MAX_PAGE)
+        query = select(instances)
+        if host is not None:
+            if not isinstance(host, str):
+                raise InvalidOption(f"host must be text, not {type(host).__name__}")
+            query = query.where(instances.c.host == host)
+        if power_state is not None:
+            query = query.where(instances.c.power_state == _choice(PowerState, "power_state", power_state))
+        if policy is not None:
+            query = query.where(instances.c.policy == _choice(Policy, "policy", policy))
+        if after is not None:
+            query = query.where(tuple_(instances.c.host, instances.c.id) > tuple_(*decode_cursor(after)))
+        query = query.order_by(instances.c.host, instances.c.id).limit(count + 1)
+        with self._read("read a page of instances") as connection:
+            rows = connection.execute(query).all()
+            more = len(rows) > count
+            rows = rows[:count]
+            in_flight: dict[str, Any] = {}
+            if rows:
+                opened = select(actions).where(
+                    actions.c.status.in_(OPEN_STATUSES), actions.c.instance_id.in_([row.id for row in rows])
+                )
+                in_flight = {row.instance_id: action(row) for row in connection.execute(opened)}
+        views = [instance_view(row, in_flight.get(row.id)) for row in rows]
+        return views, (encode_cursor(rows[-1].host, rows[-1].id) if more else None)
+
+    def instance_counts(self) -> dict[tuple[str, str], int]:
+        """Return how many instances each host has in each power state: ``(host, state value) -> count``."""
+        query = select(instances.c.host, instances.c.power_state, func.count()).group_by(
+            instances.c.host, instances.c.power_state
+        )
+        with self._read("count the instances") as connection:
+            return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+    def records_after(self, after_id: int, limit: int = 500) -> list[HistoryRecord]:
+        """Return every instance's history records with an id above ``after_id``, by ascending id.
+
+        ``after_id`` is 0 (from the first) or a record id seen before; ``limit`` is 1 to 10,000.
+        Raises ``InvalidOption`` for either out of range.
+        """
+        after = parse_count("after_id", after_id, maximum=_MAX_ID)
+        count = parse_count("limit", limit, minimum=1, maximum=MAX_RECORDS)
+        query = select(history).where(history.c.id > after).order_by(history.c.id).limit(count)
+        with self._read("read the history") as connection:
+            return [history_record(row) for row in connection.execute(query)]
+
+    def last_record_id(self) -> int:
+        """Return the id of the newest history record of any instance (0 when there is none)."""
+        with self._read("read the last history record") as connection:
+            return int(connection.execute(select(func.max(history.c.id))).scalar() or 0)
