@@ -165,12 +165,22 @@ def _instance_context(
         "instance": view,
         "period": period,
         "periods": list(PERIODS),
-        "timeline": build_timeline(records, now, PERIODS[period]),
+        "timeline": build_timeline(records, now, PERIODS[period], _ongoing(view)),
         "actions": actions,
         "operations": OPERATIONS,
         "policies": [p.value for p in Policy],
         "now": now,
     }
+
+
+def _ongoing(view: InstanceView) -> tuple[str, datetime] | None:
+    """Return what the instance is doing now and since when: its open action, else its transition."""
+    action = view.in_flight
+    if action is not None:
+        return f"{action.operation} {action.status.value}", action.started_at or action.requested_at
+    if view.transition is not None:
+        return view.transition.value, view.observed_at
+    return None
 
 
 def _instance_response(request: Request, instance_id: str, period: str, template: str) -> Response:

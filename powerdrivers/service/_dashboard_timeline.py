@@ -52,6 +52,8 @@ class Timeline:
     markers: tuple[Marker, ...]
     states: tuple[str, ...]
     """The states the bands show, in the legend's order."""
+    ongoing: Band | None = None
+    """What is in progress now (a transition or an open action), drawn above the bands."""
 
 
 def _shown(moment: datetime) -> str:
@@ -85,12 +87,28 @@ def _marker(record: HistoryRecord, start: datetime, span: float) -> Marker | Non
     return Marker(kind=record.kind.value, x=_x(record.time, start, span), title=title)
 
 
-def build_timeline(records: Sequence[HistoryRecord], end: datetime, period: timedelta) -> Timeline:
+def _ongoing(doing: tuple[str, datetime] | None, start: datetime, end: datetime, span: float) -> Band | None:
+    if doing is None:
+        return None
+    what, since = doing
+    since = min(max(since, start), end)
+    x = _x(since, start, span)
+    title = f"{what} since {_shown(since)}"
+    return Band(what, since, end, x, max(round(WIDTH - x, 2), 2.0), title)
+
+
+def build_timeline(
+    records: Sequence[HistoryRecord],
+    end: datetime,
+    period: timedelta,
+    ongoing: tuple[str, datetime] | None = None,
+) -> Timeline:
     """Return the timeline of ``records`` (newest first) over ``period`` up to ``end``.
 
     A band starts at each observed change; the first one starts with the period if an earlier
     record says what the state then was, else at the first record. A vanished instance has no
-    band after it vanished.
+    band after it vanished. ``ongoing`` is what is in progress now and since when (a transition,
+    an open action): history records only what ended.
     """
     start = end - period
     span = period.total_seconds()
@@ -111,4 +129,11 @@ def build_timeline(records: Sequence[HistoryRecord], end: datetime, period: time
     close(end)
     markers = tuple(m for m in (_marker(r, start, span) for r in in_period) if m is not None)
     states = tuple(s.value for s in PowerState if any(b.state == s.value for b in bands))
-    return Timeline(start=start, end=end, bands=tuple(bands), markers=markers, states=states)
+    return Timeline(
+        start=start,
+        end=end,
+        bands=tuple(bands),
+        markers=markers,
+        states=states,
+        ongoing=_ongoing(ongoing, start, end, span),
+    )

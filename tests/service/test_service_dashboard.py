@@ -38,14 +38,20 @@ def service(
 ) -> Iterator[tuple[Fleet, str]]:
     """A started fleet of 2 fake hosts of 4 instances each, and its URL.
 
-    Parametrized indirectly with ``"markup"``, host-1's first instance is named ``HTML_NAME``.
+    Parametrized indirectly, host-1's first instance (``h1-vm-0``) is changed in its state file
+    before the fleet starts: ``"markup"`` names it ``HTML_NAME``; ``"stubborn"`` makes its guest
+    ignore a shutdown request (a graceful shutdown then lasts until its timeout).
     """
-    if getattr(request, "param", None) == "markup":
+    change = getattr(request, "param", None)
+    if change is not None:
         state = tmp_path / "host-1.json"
         make_fake_host(state, "h1", 4)
         document = json.loads(state.read_text())
         first = next(record for record in document["instances"].values() if record["name"] == "h1-vm-0")
-        first["name"] = HTML_NAME
+        if change == "markup":
+            first["name"] = HTML_NAME
+        else:
+            first["guest"] = "uncooperative"
         state.write_text(json.dumps(document))
     fleet = Fleet(service_config_factory())
     fleet.start()
@@ -349,3 +355,34 @@ def test_a_name_with_markup_is_shown_as_text(
     assert browser.find_element(By.TAG_NAME, "h1").text == HTML_NAME
     assert browser.find_elements(By.ID, "injected") == []
     assert browser.execute_script("return window.pdInjected === undefined;")
+
+
+@pytest.mark.parametrize("service", ["stubborn"], indirect=True)
+def test_an_action_in_progress_shows_until_it_ends(
+    service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str]
+) -> None:
+    _, url = service
+    operator = service_tokens["operator"]
+    instance = _by_name(url, operator, "h1-vm-0")
+    sign_in(browser, url, service_tokens["reader"])
+    answer = httpx.post(
+        f"{url}/v1/instances/{instance['id']}/actions",
+        headers=bearer(operator),
+        json={"operation": "shutdown", "timeout": 4, "force": True},
+    )
+    assert answer.status_code == 202, answer.text
+    browser.get(f"{url}/instances/{instance['id']}")
+    wait_live(browser)
+    _mark_page(browser)
+
+    badges = browser.find_element(By.ID, "fact-badges").text
+    assert badges in ("shutdown pending", "shutdown running")
+    ongoing = browser.find_element(By.CSS_SELECTOR, "svg#timeline rect.ongoing")
+    assert (ongoing.get_attribute("data-ongoing") or "").startswith("shutdown ")
+
+    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-state").text == "shutoff")
+    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-badges").text == "")
+    assert browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.ongoing") == []
+    cells = browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr:first-child td")
+    assert [cell.text for cell in cells][1:4] == ["shutdown", "forced", "operator"]
+    assert _still_same_page(browser)

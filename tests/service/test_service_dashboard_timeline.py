@@ -102,3 +102,18 @@ def test_actions_policy_changes_and_quarantines_are_markers_with_who_asked() -> 
         ("action", 500.0, "shutdown: done by ops at 2026-01-01 11:30:00 UTC"),
         ("policy", 900.0, "policy manual -> always by ops at 2026-01-01 11:54:00 UTC"),
     ]
+
+
+def test_what_is_in_progress_is_drawn_from_when_it_began_to_the_end() -> None:
+    records = [_observed(1, 90, PowerState.RUNNING, None)]
+    timeline = build_timeline(records, END, HOUR, ("shutdown running", END - timedelta(minutes=15)))
+    assert timeline.ongoing is not None
+    assert (timeline.ongoing.state, timeline.ongoing.x, timeline.ongoing.width) == (
+        "shutdown running",
+        750.0,
+        250.0,
+    )
+    assert timeline.ongoing.title == "shutdown running since 2026-01-01 11:45:00 UTC"
+    earlier = build_timeline(records, END, HOUR, ("shutting_down", END - 3 * HOUR)).ongoing
+    assert earlier is not None and (earlier.x, earlier.width) == (0.0, WIDTH)
+    assert build_timeline(records, END, HOUR).ongoing is None

@@ -119,6 +119,20 @@
   document.getElementById("filters").addEventListener("submit", function (event) {
     event.preventDefault();
   });
+  // After a break in the stream: every instance, re-read page by page through the API.
+  async function reread() {
+    let url = "/v1/instances?limit=1000";
+    while (url !== null) {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (!response.ok) {
+        return;
+      }
+      const page = await response.json();
+      page.items.forEach(update);
+      url = page.next === null ? null : "/v1/instances?limit=1000&cursor=" + encodeURIComponent(page.next);
+    }
+  }
+
   applyFilters();
-  window.pdLive({ instance: update });
+  window.pdLive({ instance: update, reconnected: reread });
 })();

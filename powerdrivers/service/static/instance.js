@@ -37,6 +37,7 @@
         refreshSoon();
       }
     },
+    reconnected: refreshSoon,
   });
 
   if (result === null) {

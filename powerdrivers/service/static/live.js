@@ -2,20 +2,32 @@
 // authenticates it); the browser reconnects by itself, resuming from the last event id.
 "use strict";
 
+// handlers: a function per event type ("instance", "record", "host"), and optionally
+// "reconnected", called when the stream is back after a break: only records are replayed
+// (by Last-Event-ID), so a page re-reads what it shows then.
 window.pdLive = function (handlers) {
   const indicator = document.getElementById("live");
   const source = new EventSource("/v1/events");
+  let broken = false;
   source.onopen = function () {
     indicator.hidden = false;
     indicator.classList.remove("lost");
     indicator.textContent = "live";
+    if (broken && handlers.reconnected) {
+      handlers.reconnected();
+    }
+    broken = false;
   };
   source.onerror = function () {
+    broken = true;
     indicator.hidden = false;
     indicator.classList.add("lost");
     indicator.textContent = "reconnecting";
   };
   Object.keys(handlers).forEach(function (type) {
+    if (type === "reconnected") {
+      return;
+    }
     source.addEventListener(type, function (event) {
       let data;
       try {
