@@ -79,7 +79,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
             # The config takes no password inline: the fixture's URL's goes into a file.
             _secret_file(tmp_path / f"{name}.store-password", str(parsed.password))
             lines.append(f'store_password_file = "{name}.store-password"')
-            url = parsed.set(password=None).render_as_string(hide_password=False)
+            url = parsed._replace(password=None).render_as_string(hide_password=False)
         lines.insert(0, f'store = "{url}"')
         for number in range(1, hosts + 1):
             state = tmp_path / f"host-{number}.json"
