@@ -339,3 +339,66 @@ def test_the_documented_example_is_a_valid_config_with_every_key(
         line.split("=")[0].strip("# ").strip() for line in example.read_text().splitlines() if "=" in line
     }
     assert set(KeeperSettings.__dataclass_fields__) <= documented
+
+
+def test_secret_references_that_cannot_be_used_say_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PD_TEST_BLANK", "   ")
+    blank = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + 'password_env = "PD_TEST_BLANK"\n')
+    assert "environment variable PD_TEST_BLANK is not set or empty" in _error(blank)
+    secret = tmp_path / "host.pw"
+    path = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + 'password_file = "host.pw"\n')
+    for content, says in (
+        (b"x" * 5000, "larger than 4096 bytes"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"one\ntwo\n", "one line"),
+    ):
+        secret.write_bytes(content)
+        secret.chmod(0o600)
+        message = _error(path)
+        assert (
+            message.startswith(f"{path} line 5: hosts[1].password_file: secret file {secret} ")
+            and says in message
+        )
+    secret.write_text("hunter2\n")
+    secret.chmod(0o400)
+    assert load_config(path).hosts[0].password == Secret("hunter2")
+    empty_reference = _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + 'password_file = ""\n')
+    assert "hosts[1].password_file: must be a non-empty string" in _error(empty_reference)
+
+
+def test_tables_written_the_wrong_way_are_refused(tmp_path: Path) -> None:
+    assert "write each of hosts as a [[hosts]] table" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\nhosts = 3\n')
+    )
+    assert "keeper: write the keeper's settings as a [keeper] table" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\nkeeper = 3\n' + _HOST)
+    )
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n[keeper]\nbackoff_base = 500\n' + _HOST))
+    assert " line 3: keeper.backoff_base: backoff_base (500 s) must not exceed backoff_cap" in message
+    both = "[keeper]\nbackoff_base = 100\nbackoff_cap = 50\n"
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n' + both + _HOST))
+    assert " line 2: keeper: backoff_base (100 s) must not exceed backoff_cap (50 s)" in message
+    assert "must be a non-empty string" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + "uri = 5\n")
+    )
+    assert "options: latency: must be a string, number or boolean" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\n' + _HOST + "options = { latency = [1] }\n")
+    )
+    assert "name must be printable text" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\n[[hosts]]\nname = ""\ndriver = "fake"\n')
+    )
+    assert "listen: must be HOST:PORT" in _error(
+        _write(tmp_path, 'store = "sqlite:///s.db"\nlisten = 80\n' + _HOST)
+    )
+    ipv6 = load_config(_write(tmp_path, 'store = "sqlite:///s.db"\nlisten = "[::1]:9000"\n' + _HOST))
+    assert (ipv6.listen_host, ipv6.listen_port) == ("::1", 9000)
+
+
+def test_the_package_loads_its_names_on_first_use() -> None:
+    import powerdrivers.service as service
+
+    assert service.load_config is load_config and service.Role is Role
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        _ = service.Nothing

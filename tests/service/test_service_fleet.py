@@ -6,12 +6,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from powerdrivers import InvalidOption, InvalidStateTransition, PowerState, load_driver
-from powerdrivers.keeper import ActionStatus, Policy, RecordKind, UnknownInstance
+from powerdrivers import InvalidOption, InvalidStateTransition, PowerDriversError, PowerState, load_driver
+from powerdrivers.keeper import ActionStatus, Policy, RecordKind, StoreError, UnknownInstance
 from powerdrivers.service._bus import EventBus, ServiceEvent, SubscriptionClosed, SubscriptionOverflow
 from powerdrivers.service._config import ServiceConfig, load_config
 from powerdrivers.service._fleet import Fleet
@@ -166,3 +167,91 @@ def test_the_bus_delivers_to_asyncio_subscribers_and_drops_a_slow_one() -> None:
 def _publish(bus: EventBus, count: int) -> None:
     for number in range(1, count + 1):
         bus.publish(ServiceEvent(number, "record", {"n": number}))
+
+
+def test_the_bus_survives_bad_listeners_closed_loops_and_bad_sizes(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus()
+    seen: list[int | None] = []
+
+    def broken(event: ServiceEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    remove_broken = bus.add_listener(broken)
+    remove_seen = bus.add_listener(lambda event: seen.append(event.id))
+
+    async def subscribe_and_close() -> None:
+        subscription = bus.subscribe()
+        assert subscription.pending == 0
+        subscription.close()
+        subscription.close()
+        with pytest.raises(SubscriptionClosed):
+            await subscription.get()
+
+    asyncio.run(subscribe_and_close())
+
+    async def abandon() -> None:
+        bus.subscribe()  # never read, and its loop ends with it
+
+    asyncio.run(abandon())
+    assert bus.subscribers == 1
+    bus.publish(ServiceEvent(7, "record"))
+    assert seen == [7] and bus.subscribers == 0
+    assert "an event listener failed" in caplog.text
+    remove_broken()
+    remove_seen()
+    remove_seen()
+    bus.publish(ServiceEvent(8, "record"))
+    assert seen == [7]
+
+    async def bad_size() -> None:
+        with pytest.raises(InvalidOption, match="maxsize"):
+            bus.subscribe(maxsize=0)
+
+    asyncio.run(bad_size())
+
+
+def test_a_fleet_starts_once_and_leaves_a_given_store_open(service_config: ServiceConfig) -> None:
+    from powerdrivers.keeper._store import open_store
+
+    store = open_store(service_config.store_url())
+    try:
+        with Fleet(service_config, store) as running:
+            assert running.store is store
+            with pytest.raises(PowerDriversError, match="already started"):
+                running.start()
+        assert store.available()
+        assert [host.owner for host in store.hosts()] == [None, None]
+    finally:
+        store.close()
+    idle = Fleet(service_config)
+    assert not idle.available()
+    with pytest.raises(PowerDriversError, match="not started"):
+        idle.hosts()
+    with pytest.raises(PowerDriversError, match="not started"):
+        idle.history("x")
+
+
+def test_a_store_that_cannot_be_opened_leaves_nothing_running(
+    service_config_factory: Callable[..., ServiceConfig], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = service_config_factory(hosts=1, store=f"sqlite:///{blocker / 'service.db'}")
+    before = threading.active_count()
+    with pytest.raises(StoreError):
+        Fleet(config).start()
+    assert threading.active_count() == before
+
+
+def test_a_second_fleet_on_the_same_sqlite_file_owns_nothing_until_the_first_stops(
+    service_config_factory: Callable[..., ServiceConfig],
+) -> None:
+    first = Fleet(service_config_factory(extra="takeover_interval = 0.1", name="first.toml"))
+    first.start()
+    try:
+        with Fleet(service_config_factory(extra="takeover_interval = 0.1", name="second.toml")) as second:
+            assert second.owned_hosts() == []
+            first.stop()
+            _wait_for(lambda: second.owned_hosts() == ["host-1", "host-2"], "the take-over")
+    finally:
+        first.stop()

@@ -6,15 +6,20 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import pytest
 
-from powerdrivers.service._config import ServiceConfig
+from powerdrivers import PowerState, load_driver
+from powerdrivers.service._config import ServiceConfig, load_config
+from powerdrivers.service._serve import prepare_demo
 
 _START_S = 60.0
 
@@ -141,3 +146,27 @@ def test_a_bad_config_exits_2_before_listening(service_config_factory: Callable[
         f"powerdrivers: error: {config.path} line 2: listen: must be HOST:PORT (e.g. 127.0.0.1:8080), "
         "not 'nowhere'\n"
     )
+
+
+def test_the_demo_of_make_serve_is_made_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = prepare_demo(tmp_path / "serve")
+    shown = capsys.readouterr().out
+    config = load_config(config_path)
+    assert [host.name for host in config.hosts] == ["lab-1", "lab-2", "lab-3"]
+    assert sorted(token.role.value for token in config.tokens) == ["operator", "reader"]
+    for token in config.tokens:
+        file = tmp_path / "serve" / f"{token.name}.token"
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+        assert f"in {file}" in shown and token.value.reveal() not in shown
+    ids: set[str] = set()
+    states: set[PowerState] = set()
+    for host in config.hosts:
+        with load_driver(host.driver, host.uri) as driver:
+            readings = driver.list_instances()
+        ids |= {reading.id for reading in readings}
+        states |= {reading.power_state for reading in readings}
+    assert len(ids) == 18
+    assert states == {PowerState.RUNNING, PowerState.SHUTOFF, PowerState.PAUSED}
+    tokens = [token.value for token in config.tokens]
+    prepare_demo(tmp_path / "serve")
+    assert [token.value for token in load_config(config_path).tokens] == tokens
