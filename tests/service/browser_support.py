@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -90,8 +91,41 @@ def sign_in(driver: WebDriver, base_url: str, token: str) -> None:
 
 
 def wait(driver: WebDriver, timeout: float = WAIT_S) -> WebDriverWait[WebDriver]:
-    """A wait on the page (polling, never a sleep) for up to ``timeout`` seconds."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.05)
+    """A wait on the page (polling, never a sleep) for up to ``timeout`` seconds.
+
+    An element replaced by a live update while the condition read it is read again next time.
+    """
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored)
+
+
+def texts(driver: WebDriver, css: str) -> list[str]:
+    """Return the text a person sees of every element matching ``css``, read in one go.
+
+    One script reads them all, so a live update replacing part of the page cannot interleave.
+    """
+    found = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText ?? e.textContent);",
+        css,
+    )
+    return [str(text).strip() for text in found]
+
+
+def attributes(driver: WebDriver, css: str, name: str) -> list[str | None]:
+    """Return the attribute ``name`` of every element matching ``css``, read in one go."""
+    found = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.getAttribute(arguments[1]));",
+        css,
+        name,
+    )
+    return [None if value is None else str(value) for value in found]
+
+
+def text(driver: WebDriver, css: str) -> str:
+    """Return the text of the one element matching ``css`` (an ``AssertionError`` if not one)."""
+    found = texts(driver, css)
+    assert len(found) == 1, f"{len(found)} elements match {css!r}"
+    return found[0]
 
 
 def wait_live(driver: WebDriver) -> None:

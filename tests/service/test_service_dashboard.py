@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from api_support import bearer, serve, wait_for
-from browser_support import chromium, screenshot_if_asked, sign_in, wait, wait_live
+from browser_support import attributes, chromium, screenshot_if_asked, sign_in, text, texts, wait, wait_live
 from conftest import ConfigFactory, make_fake_host
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -222,16 +222,14 @@ def test_the_instance_page_follows_changes_live(
     _mark_page(browser)
 
     def band_states() -> list[str | None]:
-        bands = browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.band")
-        return [band.get_attribute("data-state") for band in bands]
+        return attributes(browser, "svg#timeline rect.band", "data-state")
 
     assert band_states() == ["running"]
     _act(url, operator, instance["id"], "power_off")
 
-    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-state").text == "shutoff")
+    wait(browser).until(lambda _: text(browser, "#fact-state") == "shutoff")
     wait(browser).until(lambda _: band_states() == ["running", "shutoff"])
-    cells = browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr:first-child td")
-    assert [cell.text for cell in cells][1:4] == ["power_off", "done", "operator"]
+    assert texts(browser, "#actions tbody tr:first-child td")[1:4] == ["power_off", "done", "operator"]
     assert _still_same_page(browser)
 
 
@@ -253,21 +251,17 @@ def test_the_timeline_draws_the_recorded_states_in_order(
     sign_in(browser, url, service_tokens["reader"])
     browser.get(f"{url}/instances/{instance['id']}?period=1h")
 
-    bands = browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.band")
-    assert [band.get_attribute("data-state") for band in bands] == recorded
-    titles = [band.find_element(By.TAG_NAME, "title").get_attribute("textContent") or "" for band in bands]
+    assert attributes(browser, "svg#timeline rect.band", "data-state") == recorded
+    titles = texts(browser, "svg#timeline rect.band > title")
     assert [title.split(" from ")[0] for title in titles] == recorded
-    widths = [float(band.get_attribute("width") or 0) for band in bands]
+    widths = [float(width or 0) for width in attributes(browser, "svg#timeline rect.band", "width")]
     assert all(width >= 0 for width in widths) and sum(widths) <= 1000
-    legend = [item.text for item in browser.find_elements(By.CSS_SELECTOR, ".legend li")]
-    assert legend[:2] == ["running", "shutoff"]
-    markers = browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.marker-action")
-    marker_titles = [m.find_element(By.TAG_NAME, "title").get_attribute("textContent") or "" for m in markers]
+    assert texts(browser, ".legend li")[:2] == ["running", "shutoff"]
+    marker_titles = texts(browser, "svg#timeline rect.marker-action > title")
     assert [title.split(":")[0] for title in marker_titles] == ["power_off", "start"]
     assert all("by operator" in title for title in marker_titles)
-    actions = browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr")
-    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in actions] == ["start", "power_off"]
-    assert {row.find_elements(By.TAG_NAME, "td")[3].text for row in actions} == {"operator"}
+    assert texts(browser, "#actions tbody tr td:nth-child(2)") == ["start", "power_off"]
+    assert set(texts(browser, "#actions tbody tr td:nth-child(4)")) == {"operator"}
 
 
 def test_an_operators_click_performs_the_action(
@@ -283,18 +277,16 @@ def test_an_operators_click_performs_the_action(
 
     browser.find_element(By.CSS_SELECTOR, "button.op[data-operation='power_off']").click()
 
-    result = browser.find_element(By.ID, "result")
-    wait(browser).until(lambda _: result.text.endswith(" done"))
-    assert result.text.startswith("power off: action ")
-    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-state").text == "shutoff")
-    first_action = browser.find_element(By.CSS_SELECTOR, "#actions tbody tr")
-    cells = [cell.text for cell in first_action.find_elements(By.TAG_NAME, "td")]
-    assert cells[1:4] == ["power_off", "done", "operator"]
+    wait(browser).until(lambda _: text(browser, "#result").endswith(" done"))
+    assert text(browser, "#result").startswith("power off: action ")
+    wait(browser).until(lambda _: text(browser, "#fact-state") == "shutoff")
+    wait(browser).until(lambda _: texts(browser, "#actions tbody tr:first-child td")[1:2] == ["power_off"])
+    assert texts(browser, "#actions tbody tr:first-child td")[1:4] == ["power_off", "done", "operator"]
     assert _by_name(url, service_tokens["operator"], "h2-vm-2")["power_state"] == "shutoff"
 
     browser.find_element(By.CSS_SELECTOR, "button.op[data-operation='pause']").click()
-    wait(browser).until(lambda _: result.text.startswith("pause refused: "))
-    assert "shutoff" in result.text
+    wait(browser).until(lambda _: text(browser, "#result").startswith("pause refused: "))
+    assert "shutoff" in text(browser, "#result")
     assert _still_same_page(browser)
 
 
@@ -375,14 +367,12 @@ def test_an_action_in_progress_shows_until_it_ends(
     wait_live(browser)
     _mark_page(browser)
 
-    badges = browser.find_element(By.ID, "fact-badges").text
-    assert badges in ("shutdown pending", "shutdown running")
-    ongoing = browser.find_element(By.CSS_SELECTOR, "svg#timeline rect.ongoing")
-    assert (ongoing.get_attribute("data-ongoing") or "").startswith("shutdown ")
+    assert text(browser, "#fact-badges") in ("shutdown pending", "shutdown running")
+    (ongoing,) = attributes(browser, "svg#timeline rect.ongoing", "data-ongoing")
+    assert (ongoing or "").startswith("shutdown ")
 
-    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-state").text == "shutoff")
-    wait(browser).until(lambda _: browser.find_element(By.ID, "fact-badges").text == "")
-    assert browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.ongoing") == []
-    cells = browser.find_elements(By.CSS_SELECTOR, "#actions tbody tr:first-child td")
-    assert [cell.text for cell in cells][1:4] == ["shutdown", "forced", "operator"]
+    wait(browser).until(lambda _: text(browser, "#fact-state") == "shutoff")
+    wait(browser).until(lambda _: text(browser, "#fact-badges") == "")
+    assert attributes(browser, "svg#timeline rect.ongoing", "data-ongoing") == []
+    assert texts(browser, "#actions tbody tr:first-child td")[1:4] == ["shutdown", "forced", "operator"]
     assert _still_same_page(browser)
