@@ -343,6 +343,17 @@ def test_a_name_with_markup_is_shown_as_text(
 
     assert _row_text(browser, instance["id"], "name") == HTML_NAME
     assert browser.find_elements(By.ID, "injected") == []
+    # A row the page's script rebuilds from a live event shows the name as text too.
+    wait_live(browser)
+    answer = httpx.put(
+        f"{url}/v1/instances/{instance['id']}/policy",
+        headers=bearer(service_tokens["operator"]),
+        json={"policy": "halted"},
+    )
+    assert answer.status_code == 200, answer.text
+    wait(browser).until(lambda _: _row_text(browser, instance["id"], "policy") == "halted")
+    assert _row_text(browser, instance["id"], "name") == HTML_NAME
+    assert browser.find_elements(By.ID, "injected") == []
     browser.get(f"{url}/instances/{instance['id']}")
     assert browser.find_element(By.TAG_NAME, "h1").text == HTML_NAME
     assert browser.find_elements(By.ID, "injected") == []
