@@ -177,6 +177,12 @@ def install_error_handlers(app: FastAPI) -> None:
             405: f"method {request.method} is not allowed here",
         }.get(exc.status_code, str(exc.detail))
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 400:
+            # The framework's only 400: a body it could not parse (too deep, a number too long).
+            unparsed = "the request body could not be parsed as JSON"
+            return error_response(
+                ApiError(400, unparsed, code="malformed_json", field="body", headers=headers)
+            )
         return error_response(ApiError(exc.status_code, message, headers=headers))
 
     app.add_exception_handler(ApiError, on_api_error)

@@ -120,14 +120,38 @@ def test_a_number_that_is_not_finite_is_refused(
     refused(client.post(f"/v1/instances/{instance_id}/actions", headers=headers, content=raw), 422, "timeout")
 
 
-@pytest.mark.parametrize("raw", [b"{", b'{"policy": "always"', b"\xff\xfe", b"policy=always"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b'{"policy": "always"',
+        b"\xff\xfe",
+        b"policy=always",
+        b"[" * 30_000,
+        b'{"policy": "always", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"policy": "always", "long": 1' + b"0" * 5000 + b"}",
+    ],
+)
 def test_a_malformed_body_is_a_json_error(
     client: TestClient, operator: dict[str, str], instance_id: str, raw: bytes
 ) -> None:
     headers = {**operator, "Content-Type": "application/json"}
+    before = unchanged(client, operator, instance_id)
     answer = client.put(f"/v1/instances/{instance_id}/policy", headers=headers, content=raw)
     assert answer.status_code in (400, 422), answer.text
-    refused(answer, answer.status_code)
+    refused(answer, answer.status_code, "body")
+    assert unchanged(client, operator, instance_id) == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_is_refused(
+    client: TestClient, operator: dict[str, str], instance_id: str, content_type: str | None
+) -> None:
+    headers = {**operator, **({"Content-Type": content_type} if content_type else {})}
+    answer = client.put(
+        f"/v1/instances/{instance_id}/policy", headers=headers, content=b'{"policy": "always"}'
+    )
+    refused(answer, 422, "body")
 
 
 def test_a_huge_body_is_413_whether_its_length_is_declared_or_not(
