@@ -133,6 +133,11 @@ def wait_live(driver: WebDriver) -> None:
     wait(driver).until(lambda d: d.find_element(By.ID, "live").text == "live")
 
 
+def console_errors(driver: WebDriver) -> list[str]:
+    """Return the page's console errors since the last call (a failed script, a refused fetch)."""
+    return [str(entry["message"]) for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
 def screenshot_if_asked(driver: WebDriver, width: int = 1280, height: int = 680) -> Path | None:
     """Save a ``width`` x ``height`` screenshot where ``POWERDRIVERS_SCREENSHOT`` says, if it is set.
 

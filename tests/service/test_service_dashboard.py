@@ -17,7 +17,17 @@ from typing import Any
 import httpx
 import pytest
 from api_support import bearer, serve, wait_for
-from browser_support import attributes, chromium, screenshot_if_asked, sign_in, text, texts, wait, wait_live
+from browser_support import (
+    attributes,
+    chromium,
+    console_errors,
+    screenshot_if_asked,
+    sign_in,
+    text,
+    texts,
+    wait,
+    wait_live,
+)
 from conftest import ConfigFactory, make_fake_host
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -208,6 +218,7 @@ def test_changes_made_through_the_api_appear_in_the_table_without_a_reload(
     assert fleet.store.set_host_reachable("host-1", False, datetime.now(UTC), "connection refused")
     wait(browser).until(lambda _: _row_text(browser, unreachable["id"], "badges") == "stale")
     assert _still_same_page(browser)
+    assert console_errors(browser) == []
 
 
 def test_the_instance_page_follows_changes_live(
@@ -288,6 +299,8 @@ def test_an_operators_click_performs_the_action(
     wait(browser).until(lambda _: text(browser, "#result").startswith("pause refused: "))
     assert "shutoff" in text(browser, "#result")
     assert _still_same_page(browser)
+    # The refused pause is the one failed request the page made (the browser logs its 409).
+    assert [error for error in console_errors(browser) if "409" not in error] == []
 
 
 def test_a_reader_sees_no_buttons_and_a_forged_change_is_refused(
