@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -135,7 +136,8 @@ def wait_live(driver: WebDriver) -> None:
 
 def console_errors(driver: WebDriver) -> list[str]:
     """Return the page's console errors since the last call (a failed script, a refused fetch)."""
-    return [str(entry["message"]) for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]  # unannotated
+    return [str(entry["message"]) for entry in entries if entry["level"] == "SEVERE"]
 
 
 def screenshot_if_asked(driver: WebDriver, width: int = 1280, height: int = 680) -> Path | None:
