@@ -38,17 +38,13 @@ class FleetCollector(Collector):
     def __init__(self, fleet: ServiceFleet) -> None:
         self._fleet = fleet
 
+    def describe(self) -> Iterator[Metric]:
+        """Yield the gauges without samples (registering the collector reads nothing)."""
+        yield from _fleet_families()
+
     def collect(self) -> Iterator[Metric]:
         """Yield the gauges (nothing when the store cannot be read now)."""
-        instances = GaugeMetricFamily(
-            "powerdrivers_instances",
-            "Instances known to the fleet, by host and power state.",
-            labels=["host", "power_state"],
-        )
-        reachable = GaugeMetricFamily(
-            "powerdrivers_host_reachable", "Whether the host answers (1) or not (0).", labels=["host"]
-        )
-        owned = GaugeMetricFamily("powerdrivers_hosts_owned", "Hosts this process keeps now.")
+        instances, reachable, owned = _fleet_families()
         try:
             counts = _instance_counts(self._fleet)
             hosts = self._fleet.hosts()
@@ -64,6 +60,20 @@ class FleetCollector(Collector):
         yield instances
         yield reachable
         yield owned
+
+
+def _fleet_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "powerdrivers_instances",
+            "Instances known to the fleet, by host and power state.",
+            labels=["host", "power_state"],
+        ),
+        GaugeMetricFamily(
+            "powerdrivers_host_reachable", "Whether the host answers (1) or not (0).", labels=["host"]
+        ),
+        GaugeMetricFamily("powerdrivers_hosts_owned", "Hosts this process keeps now."),
+    )
 
 
 def _instance_counts(fleet: ServiceFleet) -> dict[tuple[str, str], int]:
