@@ -7,6 +7,7 @@ every time, so neither the answer's timing nor its content says which token came
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,11 +56,13 @@ def match_token(presented: str | None, tokens: Iterable[TokenConfig]) -> Princip
     """Return the principal of the configured token equal to ``presented``, or ``None``."""
     if not presented or len(presented) > MAX_TOKEN_LENGTH:
         return None
-    candidate = presented.encode("utf-8", "surrogateescape")
+    # Digests of equal length are compared, so not even a token's length shows in the timing.
+    candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
     found: Principal | None = None
     for token in tokens:
         # Every token is compared, even after a match: the time taken does not depend on which.
-        if hmac.compare_digest(candidate, token.value.reveal().encode("utf-8")) and found is None:
+        expected = hashlib.sha256(token.value.reveal().encode("utf-8")).digest()
+        if hmac.compare_digest(candidate, expected) and found is None:
             found = Principal(token.name, token.role)
     return found
 
