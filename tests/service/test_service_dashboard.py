@@ -31,6 +31,7 @@ from browser_support import (
 from conftest import ConfigFactory, make_fake_host
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
 from powerdrivers import InstanceSpec, load_driver
 from powerdrivers.keeper import RecordKind
@@ -274,6 +275,14 @@ def test_the_timeline_draws_the_recorded_states_in_order(
     assert texts(browser, "#actions tbody tr td:nth-child(2)") == ["start", "power_off"]
     assert set(texts(browser, "#actions tbody tr td:nth-child(4)")) == {"operator"}
 
+    browser.find_element(By.LINK_TEXT, "last 7d").click()
+    wait(browser).until(lambda d: d.current_url.endswith("?period=7d"))
+    assert texts(browser, ".period.current") == ["last 7d"]
+    assert attributes(browser, "svg#timeline rect.band", "data-state") == recorded
+    header = text(browser, ".timeline h2 small")
+    start, end = (datetime.fromisoformat(f"{part.strip()}+00:00") for part in header[:-4].split(" to "))
+    assert end - start == timedelta(days=7)
+
 
 def test_an_operators_click_performs_the_action(
     service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str]
@@ -299,6 +308,10 @@ def test_an_operators_click_performs_the_action(
     wait(browser).until(lambda _: text(browser, "#result").startswith("pause refused: "))
     assert "shutoff" in text(browser, "#result")
     assert _still_same_page(browser)
+    Select(browser.find_element(By.ID, "policy-select")).select_by_value("halted")
+    wait(browser).until(lambda _: text(browser, "#result") == "policy set to halted")
+    wait(browser).until(lambda _: text(browser, "#fact-policy") == "halted")
+    assert _by_name(url, service_tokens["operator"], "h2-vm-2")["policy"] == "halted"
     # The refused pause is the one failed request the page made (the browser logs its 409).
     assert [error for error in console_errors(browser) if "409" not in error] == []
 
