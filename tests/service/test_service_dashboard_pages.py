@@ -156,3 +156,18 @@ def test_the_live_parts_are_the_instance_pages_facts_timeline_and_actions(
     assert parts.status_code == 200
     assert 'id="fact-state"' in parts.text and 'id="timeline"' in parts.text and 'id="actions"' in parts.text
     assert "<html" not in parts.text
+
+
+def test_a_change_on_the_sign_in_cookie_needs_the_dashboards_header(
+    client: TestClient, fleet: Fleet, service_tokens: dict[str, str]
+) -> None:
+    instance = next(view for view in fleet.instances(limit=100)[0] if view.power_state.value == "running")
+    _sign_in(client, service_tokens["operator"])
+    path = f"/v1/instances/{instance.id}/policy"
+    forged = client.put(path, json={"policy": "on_failure"})
+    assert forged.status_code == 403
+    assert forged.json()["error"]["code"] == "csrf"
+    assert fleet.instance(instance.id).policy.value == instance.policy.value
+    answer = client.put(path, json={"policy": "on_failure"}, headers={"X-Powerdrivers-Dashboard": "1"})
+    assert answer.status_code == 200, answer.text
+    assert fleet.instance(instance.id).policy.value == "on_failure"
