@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from powerdrivers.service import _sse
 from powerdrivers.service._app import create_app
 from powerdrivers.service._bus import ServiceEvent
+from powerdrivers.service._config import ServiceConfig
 from powerdrivers.service._fleet import Fleet
 
 
@@ -216,3 +217,40 @@ def test_a_client_that_falls_behind_is_dropped_and_may_resume(
     # The service still streams to a new client.
     again = Stream(f"{base_url}/v1/events", operator)
     assert again.status == 200
+
+
+def test_every_process_streams_every_host_on_postgresql(
+    postgres_url: str,
+    service_config_factory: Callable[..., ServiceConfig],
+    service_tokens: dict[str, str],
+) -> None:
+    operator = bearer(service_tokens["operator"])
+    config = service_config_factory(hosts=2, store=postgres_url)
+    # The first fleet owns both hosts; the second owns none and serves the API all the same.
+    with Fleet(config) as owner, Fleet(config) as other:
+        assert sorted(owner.owned_hosts()) == ["host-1", "host-2"]
+        assert other.owned_hosts() == []
+        with serve(create_app(owner)) as owner_url, serve(create_app(other)) as other_url:
+            watching_owner = Stream(f"{owner_url}/v1/events", operator)
+            watching_other = Stream(f"{other_url}/v1/events", operator)
+            instance_id = some_instance(other_url, operator)
+            # Asked of the process that does not own the host: the owner carries it out.
+            answer = httpx.post(
+                f"{other_url}/v1/instances/{instance_id}/actions",
+                headers=operator,
+                json={"operation": "start"},
+            )
+            assert answer.status_code == 202, answer.text
+            for stream in (watching_owner, watching_other):
+                ended = stream.next_matching(
+                    lambda event: (
+                        event.type == "record"
+                        and event.data["instance_id"] == instance_id
+                        and event.data["kind"] == "action"
+                    ),
+                    "the action's record",
+                )
+                assert ended.data["operation"] == "start"
+                assert ended.data["requested_by"] == "operator"
+            action = httpx.get(f"{owner_url}/v1/actions/{answer.json()['id']}", headers=operator).json()
+            assert action["status"] == "done"
