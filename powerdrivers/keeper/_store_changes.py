@@ -111,7 +111,7 @@ class ChangeListeners:
 
     def _listen_once(self, stop: threading.Event, listening: threading.Event) -> None:
         """Hold one listening connection until ``stop`` (return) or it fails (raise ``StoreError``)."""
-        connection = connect(self._engine, self._location, "listen for changes")
+        connection = connect(self._engine, self._location, "listen for changes", "listen")
         try:
             with translated_psycopg(self._location, "listen for changes"):
                 connection.execute(f"LISTEN {CHANNEL}")

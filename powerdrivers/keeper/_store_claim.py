@@ -87,7 +87,7 @@ class ClaimSession:
 
     def __init__(self, engine: Engine, location: StoreLocation) -> None:
         self._location = location
-        self._connection = connect(engine, location, "open the host claims' connection")
+        self._connection = connect(engine, location, "open the host claims' connection", "claims")
         self._lock = threading.Lock()
         self._dead = False
         self.keys: set[int] = set()
@@ -159,9 +159,12 @@ class AdvisoryLockClaim:
         self._key = int.from_bytes(_digest(host)[:8], "big", signed=True)
         self._session: ClaimSession | None = session
         self._released = released
-        self.held = session.try_lock(self._key, host)
-        if not self.held:
-            self._session = None
+        try:
+            self.held = session.try_lock(self._key, host)
+        finally:
+            if not getattr(self, "held", False):
+                self._session = None
+                released(session)
 
     def alive(self) -> bool:
         """Return whether the lock is certainly still held (its connection answers)."""
@@ -227,7 +230,7 @@ class HostClaims(StoreConnection):
         super().__init__(url, retention=retention)
         self._owners: dict[str, str] = {}
         """The owner recorded for each host this store claimed (a host registered later gets it)."""
-        self._claims_lock = threading.Lock()
+        self._claims_lock = threading.RLock()
         self._session: ClaimSession | None = None
 
     def claim_host(self, name: str) -> StoreHostClaim:

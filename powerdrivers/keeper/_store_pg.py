@@ -28,16 +28,19 @@ def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def connect(engine: Engine, location: StoreLocation, what: str) -> psycopg.Connection[Any]:
+def connect(engine: Engine, location: StoreLocation, what: str, role: str) -> psycopg.Connection[Any]:
     """Return a new autocommit psycopg connection to the store's database, of its own.
 
-    Raises ``StoreUnavailable`` (or ``StoreError``) naming ``what``: one line, no password.
+    ``role`` names the connection's use in its ``application_name`` (``powerdrivers-ROLE``), so
+    an operator reading ``pg_stat_activity`` sees what each session is. Raises
+    ``StoreUnavailable`` (or ``StoreError``) naming ``what``: one line, no password.
     """
     import psycopg
 
     _, params = engine.dialect.create_connect_args(engine.url)
     params.pop("context", None)  # SQLAlchemy's adapters: this connection runs plain SQL only
     params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **_KEEPALIVES, **params}
+    params["application_name"] = f"powerdrivers-{role}"
     with translated_psycopg(location, what):
         return psycopg.connect(**params, autocommit=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,13 +22,14 @@ PROCESSES = 6
 pytestmark = both_databases
 
 #: Each child imports everything first (Alembic too, which the store imports only to migrate),
-#: then waits for the go file, so that all run their part at once, and prints what happened.
+#: then waits for the go file, so that all run their part at once, and prints what happened. The
+#: store's URL comes in the environment: a password never goes in a process's arguments.
 CHILD = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 import alembic.command, alembic.config
 from powerdrivers.keeper import ActionInFlight, SqlStore, Policy
-url, go = sys.argv[1], Path(sys.argv[2])
+url, go = os.environ["STORE_URL"], Path(sys.argv[1])
 while not go.exists():
     time.sleep(0.001)
 {body}
@@ -40,7 +42,8 @@ def race(tmp_path: Path, body: str, url: str, processes: int = PROCESSES) -> lis
     script = CHILD.format(body=textwrap.dedent(body))
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", script, url, str(go)],
+            [sys.executable, "-c", script, str(go)],
+            env={**os.environ, "STORE_URL": url},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -148,7 +151,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
     )
     child = subprocess.run(
-        [sys.executable, "-c", script, store_url, str(go)],
+        [sys.executable, "-c", script, str(go)],
+        env={**os.environ, "STORE_URL": store_url},
         check=False,
         capture_output=True,
         text=True,
