@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final
 
-from powerdrivers import InstanceNotFound, PowerState
+from powerdrivers import InstanceNotFound
 from powerdrivers.keeper._errors import StoreError
-from powerdrivers.keeper._model import HistoryRecord, HostView, InstanceView, Policy
+from powerdrivers.keeper._model import HostView
 from powerdrivers.keeper._store_api import KeeperStore
 from powerdrivers.service._bus import EventBus, ServiceEvent
 
@@ -28,37 +28,10 @@ FEED_INTERVAL: Final = 1.0
 _BATCH: Final = 500
 
 
-class ServiceStore(KeeperStore, Protocol):
-    """The store the service needs: the keeper's, with change listeners, a record feed and pages."""
-
-    def add_change_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` after each committed write (any process's on PostgreSQL); return its remover."""
-
-    def records_after(self, after_id: int, limit: int = 500) -> list[HistoryRecord]:
-        """Return every instance's records with an id above ``after_id``, ascending."""
-
-    def last_record_id(self) -> int:
-        """Return the highest record id (0 when none)."""
-
-    def instances_page(
-        self,
-        *,
-        host: str | None = None,
-        power_state: PowerState | None = None,
-        policy: Policy | None = None,
-        after: str | None = None,
-        limit: int = 100,
-    ) -> tuple[list[InstanceView], str | None]:
-        """Return one page of instances by (host, id) and the next page's cursor (None at the end)."""
-
-    def available(self) -> bool:
-        """Return whether the database answers now."""
-
-
 class Feed:
     """Publishes the store's new records, changed instances and changed hosts on ``bus``."""
 
-    def __init__(self, store: ServiceStore, bus: EventBus, interval: float = FEED_INTERVAL) -> None:
+    def __init__(self, store: KeeperStore, bus: EventBus, interval: float = FEED_INTERVAL) -> None:
         self._store = store
         self._bus = bus
         self._interval = interval

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from powerdrivers import (
     OPERATION_TABLE,
@@ -33,10 +33,10 @@ from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._keeper import Keeper
 from powerdrivers.keeper._model import Action, HistoryRecord, HostView, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
-from powerdrivers.keeper._store_api import HostClaim
+from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 from powerdrivers.service._bus import EventBus
 from powerdrivers.service._config import HostConfig, ServiceConfig
-from powerdrivers.service._feed import Feed, ServiceStore
+from powerdrivers.service._feed import Feed
 
 _LOG = logging.getLogger("powerdrivers.service")
 
@@ -64,11 +64,11 @@ class Fleet:
     typed errors, ``StoreUnavailable`` when the database does not answer.
     """
 
-    def __init__(self, config: ServiceConfig, store: ServiceStore | None = None) -> None:
+    def __init__(self, config: ServiceConfig, store: KeeperStore | None = None) -> None:
         self.config = config
         self.bus = EventBus()
         self._given_store = store
-        self._store: ServiceStore | None = store
+        self._store: KeeperStore | None = store
         self._keeper: Keeper | None = None
         self._feed: Feed | None = None
         self._owned: dict[str, _Owned] = {}
@@ -91,7 +91,7 @@ class Fleet:
         if self._store is None:
             from powerdrivers.keeper._store import open_store
 
-            self._store = cast(ServiceStore, open_store(self.config.store_url()))
+            self._store = open_store(self.config.store_url())
         try:
             self._keeper = Keeper(self._store, {}, self.config.keeper, dynamic=True)
             self._keeper.start()
@@ -125,7 +125,7 @@ class Fleet:
     # -- reading --------------------------------------------------------------------------------
 
     @property
-    def store(self) -> ServiceStore:
+    def store(self) -> KeeperStore:
         """The fleet's store (for reads the fleet does not wrap, such as metrics' counts)."""
         if self._store is None:
             raise PowerDriversError("the fleet is not started")
@@ -288,8 +288,7 @@ class Fleet:
         with self._lock:
             owned = list(self._owned.items())
         for name, held in owned:
-            alive = getattr(held.claim, "alive", None)
-            if alive is None or alive():
+            if held.claim.alive():
                 continue
             _LOG.warning("service: host %s: its claim was lost; no longer acting on it", name)
             self._drop(name, held)

@@ -88,7 +88,9 @@ def test_two_fleets_split_ownership_and_serve_each_others_hosts(
         (target, *_), _ = second.instances(host="host-2", power_state="running")
         action = second.request(target.id, "power_off", "ops")
         _wait_for(lambda: second.action(action.id).status is ActionStatus.DONE, "the owner to carry it out")
-        assert second.instance(target.id).power_state is PowerState.SHUTOFF
+        _wait_for(
+            lambda: second.instance(target.id).power_state is PowerState.SHUTOFF, "the state to be read"
+        )
 
         def seen() -> bool:
             with lock:
