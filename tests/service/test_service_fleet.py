@@ -255,3 +255,21 @@ def test_a_second_fleet_on_the_same_sqlite_file_owns_nothing_until_the_first_sto
             _wait_for(lambda: second.owned_hosts() == ["host-1", "host-2"], "the take-over")
     finally:
         first.stop()
+
+
+def test_a_host_that_cannot_be_loaded_is_tried_again_until_it_can(
+    service_config_factory: Callable[..., ServiceConfig], tmp_path: Path
+) -> None:
+    path = service_config_factory(hosts=1, extra="takeover_interval = 0.05").path
+    later = tmp_path / "later.json"
+    later.mkdir()  # a folder where the fake wants its state file: its driver cannot be loaded
+    with path.open("a") as config_file:
+        config_file.write(f'[[hosts]]\nname = "later"\ndriver = "fake"\nuri = "fake://{later}"\n')
+    with Fleet(load_config(path)) as running:
+        assert running.owned_hosts() == ["host-1"]
+        assert "is a directory" in (next(h for h in running.hosts() if h.name == "later").error or "")
+        later.rmdir()
+        _wait_for(lambda: running.owned_hosts() == ["host-1", "later"], "the host to be loaded on a retry")
+        _wait_for(
+            lambda: next(h for h in running.hosts() if h.name == "later").reachable, "it to be reachable"
+        )
