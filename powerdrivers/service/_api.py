@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from powerdrivers import InvalidOption, PowerState
-from powerdrivers.keeper import Action, HistoryRecord, HostView, InstanceView, Policy
+from powerdrivers.keeper import Action, HistoryRecord, HostView, InstanceView, KeeperStore, Policy
 from powerdrivers.service._auth import Principal, operator, reader
 from powerdrivers.service._http_errors import ApiError, api_error_of
 from powerdrivers.service._schemas import (
@@ -52,6 +52,10 @@ class ServiceFleet(Protocol):
 
     config: ServiceConfig
     bus: EventBus
+
+    @property
+    def store(self) -> KeeperStore:
+        """The fleet's store (for reads the fleet does not wrap: the metrics' counts)."""
 
     def hosts(self) -> list[HostView]:
         """Every host of the fleet."""

@@ -27,7 +27,7 @@ from powerdrivers import (
     PowerDriversError,
     UnsupportedOperation,
 )
-from powerdrivers.keeper import ActionInFlight, HostAlreadyKept, StoreError, StoreUnavailable
+from powerdrivers.keeper import ActionInFlight, HostAlreadyKept, StoreError, StoreUnavailable, UnknownAction
 
 _LOG = logging.getLogger("powerdrivers.service.http")
 
@@ -105,7 +105,7 @@ def api_error_of(exc: PowerDriversError, *, field: str | None = None) -> ApiErro
         return ApiError(409, message, code="action_in_flight")
     if isinstance(exc, HostAlreadyKept):
         return ApiError(409, message, code="host_already_kept")
-    if isinstance(exc, InstanceNotFound) or _is_unknown_action(exc):
+    if isinstance(exc, (InstanceNotFound, UnknownAction)):
         return ApiError(404, message)
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, message, code="store_unavailable")
@@ -118,11 +118,6 @@ def api_error_of(exc: PowerDriversError, *, field: str | None = None) -> ApiErro
     if isinstance(exc, UnsupportedOperation):
         return ApiError(422, message, code="unsupported_operation", field="operation")
     return ApiError(400, message, code="rejected")
-
-
-def _is_unknown_action(exc: Exception) -> bool:
-    # UnknownAction is the store's newer error: matched by name so an older keeper still maps.
-    return any(cls.__name__ == "UnknownAction" for cls in type(exc).__mro__)
 
 
 def _leading_name(message: str) -> str | None:

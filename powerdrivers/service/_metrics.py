@@ -46,7 +46,7 @@ class FleetCollector(Collector):
         """Yield the gauges (nothing when the store cannot be read now)."""
         instances, reachable, owned = _fleet_families()
         try:
-            counts = _instance_counts(self._fleet)
+            counts = self._fleet.store.instance_counts()
             hosts = self._fleet.hosts()
             owned_count = len(self._fleet.owned_hosts())
         except Exception:
@@ -74,22 +74,6 @@ def _fleet_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetric
         ),
         GaugeMetricFamily("powerdrivers_hosts_owned", "Hosts this process keeps now."),
     )
-
-
-def _instance_counts(fleet: ServiceFleet) -> dict[tuple[str, str], int]:
-    for source in (fleet, getattr(fleet, "store", None)):
-        counter: Callable[[], dict[tuple[str, str], int]] | None = getattr(source, "instance_counts", None)
-        if counter is not None:
-            return counter()
-    counts: dict[tuple[str, str], int] = {}
-    cursor: str | None = None
-    while True:
-        page, cursor = fleet.instances(after=cursor, limit=1000)
-        for view in page:
-            key = (view.host, view.power_state.value)
-            counts[key] = counts.get(key, 0) + 1
-        if cursor is None:
-            return counts
 
 
 class ServiceMetrics:

@@ -1,4 +1,4 @@
-"""The API when things go wrong: an action in flight, the store gone and back, an unexpected exception."""
+"""The API when things go wrong: each typed error's answer, an action in flight, the store gone, a bug."""
 
 from __future__ import annotations
 
@@ -10,9 +10,26 @@ import pytest
 from api_support import bearer, wait_for
 from starlette.testclient import TestClient
 
+from powerdrivers import (
+    HypervisorConnectionError,
+    InvalidOption,
+    InvalidStateTransition,
+    PowerDriversError,
+    UnsupportedOperation,
+)
+from powerdrivers.keeper import (
+    ActionInFlight,
+    HostAlreadyKept,
+    KeeperError,
+    StoreError,
+    StoreUnavailable,
+    UnknownAction,
+    UnknownInstance,
+)
 from powerdrivers.service._app import create_app
 from powerdrivers.service._config import ServiceConfig
 from powerdrivers.service._fleet import Fleet
+from powerdrivers.service._http_errors import MAX_MESSAGE, api_error_of, error_body
 
 if TYPE_CHECKING:
     from tests.postgres_cluster import PostgresCluster
@@ -143,3 +160,52 @@ def test_an_unexpected_exception_is_a_generic_500_logged_without_the_request(
     logged = [record for record in caplog.records if record.name == "powerdrivers.service.http"]
     assert logged and "RuntimeError" in logged[0].getMessage()
     assert all(token not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "field", "allowed"),
+    [
+        (
+            InvalidStateTransition("i-1", "start", "running", allowed=["shutoff", "crashed"]),
+            409,
+            "invalid_transition",
+            None,
+            ["crashed", "shutoff"],
+        ),
+        (ActionInFlight("instance 'i-1' already has action 3 running"), 409, "action_in_flight", None, None),
+        (HostAlreadyKept("lab-1", "pid 7 on box"), 409, "host_already_kept", None, None),
+        (UnknownInstance("i-1"), 404, "not_found", None, None),
+        (UnknownAction(12), 404, "not_found", None, None),
+        (StoreUnavailable("the store does not answer"), 503, "store_unavailable", None, None),
+        (StoreError("the store refused the write"), 503, "store_error", None, None),
+        (HypervisorConnectionError("lab-1 does not answer"), 503, "host_unreachable", None, None),
+        (
+            InvalidOption("timeout must be at most 3600 seconds, not 5000"),
+            422,
+            "invalid_option",
+            "timeout",
+            None,
+        ),
+        (InvalidOption("The keeper carries out start, not 'x'"), 422, "invalid_option", None, None),
+        (UnsupportedOperation("fake", "suspend"), 422, "unsupported_operation", "operation", None),
+        (KeeperError("refused for a reason of its own"), 400, "rejected", None, None),
+    ],
+)
+def test_each_typed_error_has_its_status_code_and_details(
+    error: PowerDriversError, status: int, code: str, field: str | None, allowed: list[str] | None
+) -> None:
+    body = error_body(api_error_of(error))["error"]
+    assert body == {
+        "status": status,
+        "code": code,
+        "message": str(error),
+        "field": field,
+        "allowed_states": allowed,
+    }
+
+
+def test_an_error_message_is_one_short_line() -> None:
+    body = error_body(api_error_of(KeeperError("first line\nsecond line " + "x" * 1000)))["error"]
+    assert "\n" not in body["message"]
+    assert len(body["message"]) == MAX_MESSAGE
+    assert body["message"].startswith("first line second line")
