@@ -11,7 +11,10 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Depends
+from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
 from powerdrivers.service._config import Role, TokenConfig
@@ -25,6 +28,11 @@ DASHBOARD_HEADER = "X-Powerdrivers-Dashboard"
 
 #: A token longer than this is refused without comparing (configured tokens are far shorter).
 MAX_TOKEN_LENGTH = 4096
+
+# Only documents the scheme in the OpenAPI document (the /docs "Authorize" button); the check is ours.
+_BEARER = HTTPBearer(
+    auto_error=False, description="A configured token: a reader's, or an operator's to change."
+)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="powerdrivers"'}
 
@@ -77,7 +85,7 @@ def authenticate(request: HTTPConnection) -> Principal | None:
     return match_token(presented_token(request), request.app.state.fleet.config.tokens)
 
 
-def reader(request: HTTPConnection) -> Principal:
+def reader(request: HTTPConnection, _documented: Annotated[object, Depends(_BEARER)] = None) -> Principal:
     """FastAPI dependency: any valid token (reader or operator); else 401 with a Bearer challenge."""
     principal = authenticate(request)
     if principal is None:
@@ -90,7 +98,7 @@ def reader(request: HTTPConnection) -> Principal:
     return principal
 
 
-def operator(request: HTTPConnection) -> Principal:
+def operator(request: HTTPConnection, _documented: Annotated[object, Depends(_BEARER)] = None) -> Principal:
     """FastAPI dependency: an operator's token; a reader's gets 403, none or an unknown one 401."""
     principal = reader(request)
     if not principal.may_change:

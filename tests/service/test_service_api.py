@@ -285,6 +285,9 @@ def test_the_openapi_document_describes_every_endpoint(client: TestClient) -> No
     schemas = answer.json()["components"]["schemas"]
     assert set(schemas["InstanceOut"]["properties"]) >= INSTANCE_FIELDS
     assert set(schemas["ActionOut"]["properties"]) >= ACTION_FIELDS
+    assert answer.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert paths["/v1/hosts"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/healthz"]["get"]
     assert client.get("/docs").status_code == 200
 
 
