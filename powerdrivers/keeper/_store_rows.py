@@ -31,6 +31,8 @@ _RECORD_ENUMS: Final[dict[str, type[StrEnum]]] = {
 _STATES: Final = {state.value: state for state in PowerState}
 _KINDS: Final = {kind.value: kind for kind in RecordKind}
 _CAUSES: Final = {cause.value: cause for cause in Cause}
+_TRANSITIONS: Final = {transition.value: transition for transition in Transition}
+_POLICIES: Final = {policy.value: policy for policy in Policy}
 RECORD_FIELDS: Final = frozenset(
     f.name
     for f in dataclasses.fields(HistoryRecord)
@@ -98,25 +100,48 @@ def action(row: Row[Any]) -> Action:
     )
 
 
-def instance_view(row: Row[Any], open_action: Action | None) -> InstanceView:
-    """Return an ``instances`` row (and its open action, if any) as an ``InstanceView``."""
+def instance_view(row: Sequence[Any], open_action: Action | None) -> InstanceView:
+    """Return an ``instances`` row (all its columns, in the table's order) as an ``InstanceView``.
+
+    Unpacked by position, with the enums looked up in plain dicts, as ``history_record``: a page
+    of the fleet's instances builds a thousand of these.
+    """
+    (
+        instance_id,
+        host,
+        name,
+        power_state,
+        transition,
+        native_state,
+        native_reason,
+        observed_at,
+        policy,
+        stale,
+        quarantined,
+        fault,
+        failures,
+        backoff_until,
+        action_failures,
+        _records,
+        _change_seq,
+    ) = row
     return InstanceView(
-        id=row.id,
-        host=row.host,
-        name=row.name,
-        power_state=PowerState(row.power_state),
-        transition=Transition(row.transition) if row.transition else None,
-        native_state=row.native_state,
-        native_reason=row.native_reason,
-        observed_at=row.observed_at,
-        policy=Policy(row.policy),
-        stale=bool(row.stale),
-        quarantined=bool(row.quarantined),
-        fault=row.fault,
-        failures=row.failures,
-        backoff_until=row.backoff_until,
+        id=instance_id,
+        host=host,
+        name=name,
+        power_state=_STATES[power_state],
+        transition=_TRANSITIONS[transition] if transition else None,
+        native_state=native_state,
+        native_reason=native_reason,
+        observed_at=observed_at,
+        policy=_POLICIES[policy],
+        stale=bool(stale),
+        quarantined=bool(quarantined),
+        fault=fault,
+        failures=failures,
+        backoff_until=backoff_until,
         in_flight=open_action,
-        action_failures=row.action_failures,
+        action_failures=action_failures,
     )
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import func, select, tuple_
 
 from powerdrivers import InvalidOption, PowerState, parse_count
-from powerdrivers.keeper._model import HistoryRecord, InstanceView, Policy
+from powerdrivers.keeper._model import Action, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, instances
 from powerdrivers.keeper._store_claim import HostClaims
 from powerdrivers.keeper._store_rows import action, history_record, instance_view
@@ -98,12 +98,16 @@ class StoreViews(HostClaims):
             rows = connection.execute(query).all()
             more = len(rows) > count
             rows = rows[:count]
-            in_flight: dict[str, Any] = {}
+            in_flight: dict[str, Action] = {}
             if rows:
+                # Open actions are few (the partial unique index holds them): those of the page's
+                # hosts, rather than a thousand ids bound one by one.
                 opened = select(actions).where(
-                    actions.c.status.in_(OPEN_STATUSES), actions.c.instance_id.in_([row.id for row in rows])
+                    actions.c.status.in_(OPEN_STATUSES),
+                    actions.c.host >= rows[0].host,
+                    actions.c.host <= rows[-1].host,
                 )
-                in_flight = {row.instance_id: action(row) for row in connection.execute(opened)}
+                in_flight = {found.instance_id: action(found) for found in connection.execute(opened)}
         views = [instance_view(row, in_flight.get(row.id)) for row in rows]
         return views, (encode_cursor(rows[-1].host, rows[-1].id) if more else None)
 
