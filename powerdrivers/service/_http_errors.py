@@ -180,7 +180,13 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         return error_response(ApiError(exc.status_code, message, headers=headers))
 
+    async def on_value_error(request: Request, exc: Exception) -> Response:
+        # A value refused below the request models (a check of the fleet or the store).
+        message = str(exc)
+        return error_response(ApiError(422, message, code="invalid_input", field=_leading_name(message)))
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ValueError, on_value_error)
     app.add_exception_handler(PowerDriversError, on_framework_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

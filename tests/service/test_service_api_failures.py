@@ -209,3 +209,18 @@ def test_an_error_message_is_one_short_line() -> None:
     assert "\n" not in body["message"]
     assert len(body["message"]) == MAX_MESSAGE
     assert body["message"].startswith("first line second line")
+
+
+def test_a_value_error_below_the_models_is_422(fleet: Fleet, service_tokens: dict[str, str]) -> None:
+    app = create_app(fleet)
+
+    def refusing() -> None:
+        raise ValueError("limit must be 1 to 1000")
+
+    app.add_api_route("/v1/refusing", refusing)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        error = error_of(
+            client.get("/v1/refusing", headers=bearer(service_tokens["reader"])), 422, "invalid_input"
+        )
+    assert error["field"] == "limit"
+    assert error["message"] == "limit must be 1 to 1000"
