@@ -97,6 +97,8 @@ def create_store_engine(location: StoreLocation) -> Engine:
         # A pooled connection may have died with a server that went away and came back: test it
         # when it is taken from the pool, so the first use after a restart works.
         options["pool_pre_ping"] = True
+        # Threads of a fleet's keeper share the store; past the pool they wait (pool_timeout).
+        options["max_overflow"] = 20
         if "connect_timeout" not in url.query:
             options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     try:
@@ -115,7 +117,27 @@ def create_store_engine(location: StoreLocation) -> Engine:
         raise location.error("open the database", problem) from None
     if sqlite:
         _configure_sqlite(engine)
+    elif url.get_backend_name() == "postgresql":
+        _configure_postgresql(engine)
     return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    """Bound every lock wait as SQLite's busy timeout does: a writer stuck behind a frozen one gives up.
+
+    Without it, a process stopped (not killed) inside a write transaction would hold the write
+    lock, and every writer of every process would wait for it forever; this way they fail with
+    ``StoreUnavailable`` after ``BUSY_TIMEOUT_S``.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET SESSION lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
