@@ -13,6 +13,7 @@ from powerdrivers.keeper import (
     ActionInFlight,
     ActionStatus,
     Cause,
+    HostAlreadyKept,
     KeeperError,
     KeeperStore,
     Policy,
@@ -415,3 +416,25 @@ def test_threads_share_one_store(store_url: str) -> None:
         assert records[0].kind is RecordKind.ACTION and records[1].detail == "19"
     assert store.open_actions() == []
     store.close()
+
+
+def test_a_claim_is_alive_until_released_and_refused_to_anyone_else_meanwhile(
+    store: SqlStore, store_url: str
+) -> None:
+    store.register_host("h1", "fake", None)
+    claim = store.claim_host("h1")
+    assert claim.alive() and claim.host == "h1"
+    other = SqlStore(store_url)
+    try:
+        with pytest.raises(HostAlreadyKept):
+            other.claim_host("h1")
+        with pytest.raises(HostAlreadyKept):
+            store.claim_host("h1")  # the same store object too: one keeper per host
+        claim.release()
+        assert not claim.alive()
+        claim.release()  # a second release does nothing
+        taken = other.claim_host("h1")
+        assert taken.alive()
+        taken.release()
+    finally:
+        other.close()
