@@ -25,6 +25,14 @@ READ_ONLY: Final = "powerdrivers_keeper_read"
 #: Seconds a PostgreSQL connection attempt waits for the server, unless the URL says otherwise.
 PG_CONNECT_TIMEOUT_S: Final = 5
 
+#: TCP keepalives of PostgreSQL connections: a silent server is given up after about 11 seconds.
+PG_KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+
 #: The PostgreSQL channel every write transaction notifies (delivered to listeners at commit).
 CHANNEL: Final = "powerdrivers_changes"
 
@@ -99,8 +107,9 @@ def create_store_engine(location: StoreLocation) -> Engine:
         options["pool_pre_ping"] = True
         # Threads of a fleet's keeper share the store; past the pool they wait (pool_timeout).
         options["max_overflow"] = 20
-        if "connect_timeout" not in url.query:
-            options["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        # What the URL does not set: a bounded connect, and a peer that went silent noticed.
+        defaults = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES}
+        options["connect_args"] = {key: value for key, value in defaults.items() if key not in url.query}
     try:
         engine = create_engine(url, **options)
     except ImportError as problem:

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from powerdrivers.keeper._store_db import PG_CONNECT_TIMEOUT_S, StoreLocation
+from powerdrivers.keeper._store_db import PG_CONNECT_TIMEOUT_S, PG_KEEPALIVES, StoreLocation
 
 if TYPE_CHECKING:
     import psycopg
-
-#: TCP keepalives: a silent peer is declared dead after about idle + interval * count seconds.
-_KEEPALIVES: Final = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 
 
 def is_postgresql(engine: Engine) -> bool:
@@ -39,7 +36,7 @@ def connect(engine: Engine, location: StoreLocation, what: str, role: str) -> ps
 
     _, params = engine.dialect.create_connect_args(engine.url)
     params.pop("context", None)  # SQLAlchemy's adapters: this connection runs plain SQL only
-    params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **_KEEPALIVES, **params}
+    params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES, **params}
     params["application_name"] = f"powerdrivers-{role}"
     with translated_psycopg(location, what):
         return psycopg.connect(**params, autocommit=True)

@@ -232,3 +232,23 @@ def test_writes_from_many_threads_never_deadlock_and_stay_in_order(pg_store: Sql
     read()
     everything = [record.id for record in pg_store.records_after(0, limit=10_000)]
     assert seen == everything[8:]
+
+
+def test_a_server_that_crashes_loses_the_claims_and_the_store_works_once_it_is_back(
+    pg_store: SqlStore, postgres: PostgresCluster
+) -> None:
+    claim = pg_store.claim_host("h1")
+    wakes: list[float] = []
+    pg_store.add_change_listener(lambda: wakes.append(time.monotonic()))
+    postgres.kill()
+    assert not claim.alive()
+    assert not pg_store.available()
+    with pytest.raises(StoreUnavailable):
+        pg_store.set_policy("nothing", Policy.ALWAYS, "alice")
+    postgres.start()
+    wakes.clear()
+    assert pg_store.available()
+    wait_until(lambda: wakes, timeout=10, what="the listener to be woken once reconnected")
+    again = pg_store.claim_host("h1")
+    assert again.alive() and not claim.alive()
+    again.release()
