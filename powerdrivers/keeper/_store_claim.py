@@ -159,10 +159,13 @@ class AdvisoryLockClaim:
         self._key = int.from_bytes(_digest(host)[:8], "big", signed=True)
         self._session: ClaimSession | None = session
         self._released = released
+        held = False
         try:
-            self.held = session.try_lock(self._key, host)
+            held = session.try_lock(self._key, host)
         finally:
-            if not getattr(self, "held", False):
+            self.held = held
+            if not held:
+                # Refused or failed: a session left holding nothing is closed.
                 self._session = None
                 released(session)
 
@@ -174,8 +177,8 @@ class AdvisoryLockClaim:
     def release(self) -> None:
         """Unlock; a second call does nothing. Raises ``StoreUnavailable`` when the unlock cannot be sent.
 
-        A lock that cannot be released by its session is released with it: callers that cannot
-        reach the server close the session (``HostClaims`` does).
+        The lock goes all the same then: a session whose server does not answer is closed, and
+        the server releases a closed session's locks.
         """
         session, self._session = self._session, None
         if session is not None:
