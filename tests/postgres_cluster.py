@@ -2,7 +2,8 @@
 
 The cluster runs the distribution's PostgreSQL binaries in a temporary directory, listening on a
 free port of 127.0.0.1 and keeping its socket in that directory, so it never meets a server it did
-not start. PostgreSQL refuses to run as root: under root the server runs as the ``postgres`` user
+not start, and a watchdog process removes it when the test process ends, however it ends.
+PostgreSQL refuses to run as root: under root the server runs as the ``postgres`` user
 (``runuser``), and the directory belongs to that user. The test role logs in over TCP with a
 password (SCRAM), so the URLs the tests use carry one, as a deployment's do.
 """
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +31,16 @@ if TYPE_CHECKING:
 USER: Final = "powerdrivers_test"
 _SERVICE_USER: Final = "postgres"
 _START_TIMEOUT_S: Final = 30
+
+
+#: Waits for the test process to end, however it ends (its end of the pipe closes), then stops the
+#: cluster and removes its folder: a run killed by a timeout leaves no server behind.
+_WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.read()
+subprocess.run(sys.argv[2:], capture_output=True, check=False, timeout=60)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
 
 
 class ClusterUnavailable(Exception):
@@ -96,10 +108,18 @@ class PostgresCluster:
             os.chown(self.root, uid, gid)
         os.chmod(self.root, 0o700)
         self._databases = 0
+        stop = [*self._prefix, str(self.bin / "pg_ctl"), "--pgdata", str(self.data), "--mode", "immediate"]
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.root), *stop, "--wait", "stop"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the test run's process group must not end it first
+        )
         try:
             self._initdb()
         except BaseException:
-            shutil.rmtree(self.root, ignore_errors=True)
+            self.cleanup()
             raise
 
     def __repr__(self) -> str:
@@ -219,3 +239,6 @@ class PostgresCluster:
                 check=False,
             )  # fmt: skip
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog.stdin is not None and not self._watchdog.stdin.closed:
+            self._watchdog.stdin.close()  # nothing left for it to do: it ends
+            self._watchdog.wait(timeout=60)
