@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -50,30 +50,35 @@ class Keeper:
         store: KeeperStore,
         hosts: Mapping[str, Driver] | Iterable[tuple[str, Driver]],
         settings: KeeperSettings | None = None,
+        *,
+        dynamic: bool = False,
     ) -> None:
         pairs = list(hosts.items() if isinstance(hosts, Mapping) else hosts)
-        if not pairs:
-            raise ConfigurationError("a keeper needs at least one host")
+        if not pairs and not dynamic:
+            raise ConfigurationError(
+                "a keeper needs at least one host (or dynamic=True, with hosts added by add_host)"
+            )
         names = [check_identity("host name", name) for name, _ in pairs]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"host names must be unique, not {', '.join(names)}")
         for name, driver in pairs:
-            if not isinstance(driver, Driver):
-                raise ConfigurationError(
-                    f"host {name!r} needs a loaded powerdrivers.Driver, not {type(driver).__name__}"
-                )
+            _check_driver(name, driver)
         self._store = store
         self.settings = settings or KeeperSettings()
         self._actor = Actor(store, self.settings)
-        self._workers = {
+        # Replaced, never changed in place: the store poller iterates it without a lock.
+        self._workers: dict[str, HostWorker] = {
             name: HostWorker(name, driver, store, self.settings, self._actor) for name, driver in pairs
         }
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: dict[str, Subscription] = {}
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._remove_listener: Callable[[], None] | None = None
         self._poller: threading.Thread | None = None
         self._state_lock = threading.Lock()
+        self._hosts_lock = threading.Lock()
         self._started = False
-        self._claims: list[HostClaim] = []
+        self._claims: dict[str, HostClaim] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -91,28 +96,77 @@ class Keeper:
             if self._started:
                 raise KeeperError("this keeper was already started")
             self._started = True
-        try:
-            for name in self._workers:
-                self._claims.append(self._store.claim_host(name))
-            cursor, _ = self._store.changes_since(0)
+        with self._hosts_lock:
+            try:
+                for name in self._workers:
+                    self._claims[name] = self._store.claim_host(name)
+                self._remove_listener = self._store.add_change_listener(self._wake.set)
+                cursor, _ = self._store.changes_since(0)
+                for worker in self._workers.values():
+                    self._attach(worker)
+            except BaseException:
+                self._close_all()
+                raise
             for worker in self._workers.values():
-                self._store.register_host(worker.name, worker.driver.name, worker.driver.uri)
-                worker.held.update(close_interrupted(self._store, worker.name, worker.driver))
-                worker.load()
-                self._subscriptions.append(worker.driver.subscribe(worker.on_event))
-        except BaseException:
-            self._unsubscribe()
-            self._actor.close()
-            self._release_claims()
-            raise
-        for worker in self._workers.values():
-            worker.start()
-        for worker in self._workers.values():
-            # A host that hangs is the driver's to time out; past this the keeper goes on regardless.
-            worker.ready.wait(_FIRST_RESYNC_S)
-            self._post_pending(worker)
+                worker.start()
+            for worker in self._workers.values():
+                # A host that hangs is the driver's to time out; past this the keeper goes on regardless.
+                worker.ready.wait(_FIRST_RESYNC_S)
+                self._post_pending(worker)
         self._poller = threading.Thread(target=self._poll, args=(cursor,), name="keeper-store", daemon=True)
         self._poller.start()
+
+    def add_host(self, name: str, driver: Driver, claim: HostClaim | None = None, wait: float = 60.0) -> None:
+        """Keep one more host from now on, on this running keeper (built with ``dynamic=True`` or not).
+
+        Claims the host (or adopts ``claim``, one this process already holds for it), registers
+        it, closes its interrupted intents, subscribes to its events and starts its worker, then
+        waits up to ``wait`` seconds for its first resync. The caller keeps owning ``driver``.
+
+        Raises ``KeeperError`` (the keeper is not running, or already keeps a host of that name),
+        ``HostAlreadyKept``, ``StoreError`` and what subscribing raises; then the host is not
+        kept and its claim, given or taken, is released.
+        """
+        checked = check_identity("host name", name)
+        _check_driver(checked, driver)
+        seconds = parse_duration("wait", wait)
+        with self._hosts_lock:
+            if not self._started or self._stopping.is_set():
+                raise KeeperError("the keeper is not running")
+            if checked in self._workers:
+                raise KeeperError(f"this keeper already keeps host {checked!r}")
+            worker = HostWorker(checked, driver, self._store, self.settings, self._actor)
+            try:
+                self._claims[checked] = claim if claim is not None else self._store.claim_host(checked)
+                self._attach(worker)
+            except BaseException:
+                self._detach(checked)
+                raise
+            self._workers = {**self._workers, checked: worker}
+            worker.start()
+        worker.ready.wait(seconds)
+        self._post_pending(worker)
+
+    def remove_host(self, name: str) -> None:
+        """Stop keeping a host: no new actions, its worker joined, its claim released.
+
+        Actions already handed to the action threads finish and record their end. The caller
+        closes the host's driver afterwards. Raises ``KeeperError`` for a host not kept here.
+        """
+        with self._hosts_lock:
+            worker = self._workers.get(name)
+            if worker is None:
+                raise KeeperError(f"this keeper does not keep host {name!r}")
+            self._workers = {other: kept for other, kept in self._workers.items() if other != name}
+            subscription = self._subscriptions.pop(name, None)
+            if subscription is not None:
+                subscription.unsubscribe()
+            worker.stop()
+            self._detach(name)
+
+    def kept_hosts(self) -> list[str]:
+        """Return the names of the hosts this keeper keeps now."""
+        return sorted(self._workers)
 
     def stop(self) -> None:
         """Stop watching, let actions under way finish and record their end, and join every thread."""
@@ -120,13 +174,11 @@ class Keeper:
             if not self._started or self._stopping.is_set():
                 return
             self._stopping.set()
+        self._wake.set()
         if self._poller is not None:
             self._poller.join()
-        self._unsubscribe()
-        self._actor.close()
-        for worker in self._workers.values():
-            worker.stop()
-        self._release_claims()
+        with self._hosts_lock:
+            self._close_all()
 
     def __enter__(self) -> Keeper:
         self.start()
@@ -230,6 +282,22 @@ class Keeper:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _attach(self, worker: HostWorker) -> None:
+        """Register the claimed host, close its interrupted intents, load and subscribe its worker."""
+        self._store.register_host(worker.name, worker.driver.name, worker.driver.uri)
+        worker.held.update(close_interrupted(self._store, worker.name, worker.driver))
+        worker.load()
+        self._subscriptions[worker.name] = worker.driver.subscribe(worker.on_event)
+
+    def _detach(self, name: str) -> None:
+        """Unsubscribe a host (if subscribed) and release its claim (if held)."""
+        subscription = self._subscriptions.pop(name, None)
+        if subscription is not None:
+            subscription.unsubscribe()
+        claim = self._claims.pop(name, None)
+        if claim is not None:
+            _release(claim)
+
     def _post_pending(self, worker: HostWorker, actions: list[Action] | None = None) -> None:
         for action in actions if actions is not None else self._store.open_actions(worker.name):
             if action.status is ActionStatus.PENDING and action.host == worker.name:
@@ -237,7 +305,13 @@ class Keeper:
 
     def _poll(self, cursor: int) -> None:
         """Watch the store for what other processes write: policies, quarantine releases, requests."""
-        while not self._stopping.wait(self.settings.poll_interval):
+        while True:
+            # Woken at once by the store's change listener (another process's write reaches
+            # us through PostgreSQL's LISTEN/NOTIFY); the interval is the fallback.
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
             try:
                 cursor, changed = self._store.changes_since(cursor)
                 if not changed:
@@ -253,18 +327,40 @@ class Keeper:
             except (StoreError, InstanceNotFound) as error:
                 _LOG.warning("keeper: reading the store's changes failed: %s", error)
 
+    def _close_all(self) -> None:
+        """Stop listening and subscribing, let actions under way end, join workers, release claims."""
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        self._unsubscribe()
+        self._actor.close()
+        for worker in self._workers.values():
+            worker.stop()
+        self._release_claims()
+
     def _release_claims(self) -> None:
-        for claim in self._claims:
-            try:
-                claim.release()
-            except StoreError as error:
-                _LOG.warning("keeper: host %s: clearing its owner failed: %s", claim.host, error)
+        for claim in self._claims.values():
+            _release(claim)
         self._claims.clear()
 
     def _unsubscribe(self) -> None:
-        for subscription in self._subscriptions:
+        for subscription in self._subscriptions.values():
             subscription.unsubscribe()
         self._subscriptions.clear()
+
+
+def _release(claim: HostClaim) -> None:
+    try:
+        claim.release()
+    except StoreError as error:
+        _LOG.warning("keeper: host %s: clearing its owner failed: %s", claim.host, error)
+
+
+def _check_driver(name: str, driver: object) -> None:
+    if not isinstance(driver, Driver):
+        raise ConfigurationError(
+            f"host {name!r} needs a loaded powerdrivers.Driver, not {type(driver).__name__}"
+        )
 
 
 def _policy(policy: Policy | str) -> Policy:
