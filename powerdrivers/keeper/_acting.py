@@ -99,7 +99,9 @@ class Actor:
                 instance_id, operation.value, options, self._settings.who, status=ActionStatus.RUNNING
             )
         except ActionInFlight:
-            worker.post("ended", ActionEnd(instance_id, operation, None, acted=False, retry=True))
+            worker.post(
+                "ended", ActionEnd(instance_id, operation, None, acted=False, retry=True, blocked=True)
+            )
             return
         except StoreError as error:
             _LOG.error(

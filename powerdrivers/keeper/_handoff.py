@@ -44,7 +44,8 @@ class ActionEnd(NamedTuple):
     """What an action thread reports back: the instance, and the error if it failed.
 
     ``retry`` says the correction was dropped for a passing reason (its intent could not be
-    recorded, or another process's action was open): it is looked at again later.
+    recorded, or another process's action was open): it is looked at again later. ``blocked``
+    says the reason was another process's open action: it is looked at again once that ends.
     """
 
     instance_id: str
@@ -52,6 +53,7 @@ class ActionEnd(NamedTuple):
     error: str | None
     acted: bool
     retry: bool = False
+    blocked: bool = False
 
 
 class ActionTaker(Protocol):

@@ -15,6 +15,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -52,8 +53,10 @@ class HostWorker:
         store: KeeperStore,
         settings: KeeperSettings,
         actor: ActionTaker,
+        on_synced: Callable[[str, float], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_synced = on_synced
         self.driver = driver
         self._store = store
         self._settings = settings
@@ -70,6 +73,9 @@ class HostWorker:
         self._awaiting_reboot: dict[str, Cause | None] = {}
         self._deferred: set[str] = set()
         self._missed: dict[str, Cause | None] = {}
+        # Of those, the ones held back by another process's open action: a store change that
+        # shows the action closed brings them back at once; the rest wait for the next resync.
+        self._blocked: set[str] = set()
         self.in_flight: dict[str, Operation] = {}
         self.reachable = True
         # Whether the store is known to say "reachable": this keeper alone writes it (it holds the
@@ -199,7 +205,8 @@ class HostWorker:
         self._observe(reading, event.kind, event.caused_by_operation, own=own is not None)
 
     def _resync(self) -> None:
-        self._next_resync = time.monotonic() + self._settings.resync_interval
+        began = time.monotonic()
+        self._next_resync = began + self._settings.resync_interval
         try:
             readings = self.driver.list_instances()
         except HypervisorConnectionError as error:
@@ -219,7 +226,9 @@ class HostWorker:
             for gone in [instance_id for instance_id in last if instance_id not in listed]:
                 self._vanish(gone, utcnow())
         for instance_id in [i for i in self._missed if i not in self.in_flight]:
-            self._evaluate(instance_id, self._missed.pop(instance_id))
+            self._evaluate(instance_id, self._take_missed(instance_id))
+        if self._on_synced is not None:
+            self._on_synced(self.name, time.monotonic() - began)
 
     def _observe(
         self,
@@ -350,6 +359,8 @@ class HostWorker:
         if instance_id in self.in_flight or view.in_flight is not None:
             # Looked at again when that action ends: the change must not be lost.
             self._missed[instance_id] = cause
+            if instance_id not in self.in_flight:
+                self._blocked.add(instance_id)
             return
         if instance_id in self.held:
             _LOG.warning("keeper: %s: its last action was interrupted; not issued again", view.name)
@@ -390,22 +401,28 @@ class HostWorker:
             if not view.quarantined:
                 self._count_action_failures(view.id, 0)
             self._evaluate(view.id, None)
-        elif view.in_flight is None and view.id in self._missed and view.id not in self.in_flight:
-            self._evaluate(view.id, self._missed.pop(view.id))
+        elif view.in_flight is None and view.id in self._blocked and view.id not in self.in_flight:
+            self._evaluate(view.id, self._take_missed(view.id))
+
+    def _take_missed(self, instance_id: str) -> Cause | None:
+        self._blocked.discard(instance_id)
+        return self._missed.pop(instance_id, None)
 
     def _on_action_end(self, end: ActionEnd) -> None:
         self.in_flight.pop(end.instance_id, None)
         if end.retry:
             # Looked at again when the blocking action ends or at the next resync, not at once.
             self._missed.setdefault(end.instance_id, None)
+            if end.blocked:
+                self._blocked.add(end.instance_id)
             return
         if end.error is None:
             if end.acted:
                 self._count_action_failures(end.instance_id, 0)
             if end.instance_id in self._missed:
-                self._evaluate(end.instance_id, self._missed.pop(end.instance_id))
+                self._evaluate(end.instance_id, self._take_missed(end.instance_id))
             return
-        self._missed.pop(end.instance_id, None)
+        self._take_missed(end.instance_id)
         before = self._views.get(end.instance_id)
         if before is None:
             return

@@ -66,9 +66,11 @@ class Keeper:
         self._store = store
         self.settings = settings or KeeperSettings()
         self._actor = Actor(store, self.settings)
-        # Replaced, never changed in place: the store poller iterates it without a lock.
+        # Replaced, never changed in place: read without a lock by the poller and the workers.
+        self._sync_listeners: tuple[Callable[[str, float], None], ...] = ()
         self._workers: dict[str, HostWorker] = {
-            name: HostWorker(name, driver, store, self.settings, self._actor) for name, driver in pairs
+            name: HostWorker(name, driver, store, self.settings, self._actor, self._synced)
+            for name, driver in pairs
         }
         self._subscriptions: dict[str, Subscription] = {}
         self._stopping = threading.Event()
@@ -135,7 +137,7 @@ class Keeper:
                 raise KeeperError("the keeper is not running")
             if checked in self._workers:
                 raise KeeperError(f"this keeper already keeps host {checked!r}")
-            worker = HostWorker(checked, driver, self._store, self.settings, self._actor)
+            worker = HostWorker(checked, driver, self._store, self.settings, self._actor, self._synced)
             try:
                 self._claims[checked] = claim if claim is not None else self._store.claim_host(checked)
                 self._attach(worker)
@@ -280,7 +282,29 @@ class Keeper:
             if not finished.wait(max(0.0, deadline - time.monotonic())):
                 raise OperationTimeout(f"host {name} did not resync within {seconds:g} s")
 
+    def add_sync_listener(self, listener: Callable[[str, float], None]) -> Callable[[], None]:
+        """Call ``listener(host, seconds)`` after each full resync of a host this keeper keeps.
+
+        Called on the host's worker thread, so it must return quickly; what it raises is logged
+        and ignored. Returns a function that removes the listener.
+        """
+        with self._hosts_lock:
+            self._sync_listeners = (*self._sync_listeners, listener)
+
+        def remove() -> None:
+            with self._hosts_lock:
+                self._sync_listeners = tuple(x for x in self._sync_listeners if x is not listener)
+
+        return remove
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _synced(self, host: str, seconds: float) -> None:
+        for listener in self._sync_listeners:
+            try:
+                listener(host, seconds)
+            except Exception:
+                _LOG.exception("keeper: a sync listener failed")
 
     def _attach(self, worker: HostWorker) -> None:
         """Register the claimed host, close its interrupted intents, load and subscribe its worker."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -77,6 +78,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._claimer: threading.Thread | None = None
+        self._sync_listeners: tuple[Callable[[str, float], None], ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class Fleet:
             self._store = open_store(self.config.store_url())
         try:
             self._keeper = Keeper(self._store, {}, self.config.keeper, dynamic=True)
+            self._keeper.add_sync_listener(self._synced)
             self._keeper.start()
             self._feed = Feed(self._store, self.bus)
             self._feed.start()
@@ -121,6 +124,32 @@ class Fleet:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def add_sync_listener(self, listener: Callable[[str, float], None]) -> Callable[[], None]:
+        """Call ``listener(host, seconds)`` after each full resync of a host this process keeps.
+
+        May be called before :meth:`start`. The listener runs on the host's worker thread and
+        must return quickly. Returns a function that removes it.
+        """
+        with self._lock:
+            self._sync_listeners = (*self._sync_listeners, listener)
+
+        def remove() -> None:
+            with self._lock:
+                self._sync_listeners = tuple(x for x in self._sync_listeners if x is not listener)
+
+        return remove
+
+    def resync(self, timeout: float = 60.0) -> None:
+        """Resync every host this process keeps now; returns once each has (``OperationTimeout`` else)."""
+        self._running().resync(timeout)
+
+    def _synced(self, host: str, seconds: float) -> None:
+        for listener in self._sync_listeners:
+            try:
+                listener(host, seconds)
+            except Exception:
+                _LOG.exception("service: a sync listener failed")
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -126,3 +126,17 @@ def test_a_request_written_by_another_process_wakes_the_keeper_at_once(postgres_
     finally:
         other.close()
         store.close()
+
+
+def test_sync_listeners_hear_each_full_resync_of_each_host_until_removed(store: SqlStore) -> None:
+    heard: list[tuple[str, float]] = []
+    with fake_host() as driver, dynamic_keeper(store) as keeper:
+        remove = keeper.add_sync_listener(lambda host, seconds: heard.append((host, seconds)))
+        keeper.add_host("h1", driver)  # returns after its first resync
+        assert [host for host, _ in heard] == ["h1"]
+        keeper.resync()
+        assert [host for host, _ in heard] == ["h1", "h1"]
+        assert all(0 <= seconds < 60 for _, seconds in heard)
+        remove()
+        keeper.resync()
+        assert len(heard) == 2

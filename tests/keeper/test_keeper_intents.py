@@ -80,7 +80,7 @@ def test_a_correction_whose_intent_could_not_be_recorded_is_tried_again_at_the_n
 def test_a_correction_another_process_blocked_is_tried_again_once_its_action_ended(
     store: SqlStore,
 ) -> None:
-    # The poller is slow here: the keeper learns of the other action only when it tries its own.
+    # The poll interval is long here: the store's change notices alone bring the action's end.
     with fake_host() as driver, running_keeper(store, {"h1": driver}, poll_interval=60) as keeper:
         keeper.set_policy(WEB1, Policy.ALWAYS, "alice")
         keeper.resync()  # the worker has taken the new policy before the other action opens

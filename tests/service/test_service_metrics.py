@@ -89,6 +89,38 @@ def test_actions_requested_and_finished_and_event_lag(
     assert value(found, "powerdrivers_event_lag_seconds_sum") >= 0
 
 
+def test_each_full_resync_of_an_owned_host_is_timed(
+    fleet: Fleet, client: TestClient, reader: dict[str, str]
+) -> None:
+    before = samples(client, reader)
+    fleet.resync()
+    after = samples(client, reader)
+    for host in ("host-1", "host-2"):
+        count = "powerdrivers_sync_duration_seconds_count"
+        assert value(after, count, host=host) >= value(before, count, host=host) + 1
+        assert value(after, "powerdrivers_sync_duration_seconds_sum", host=host) > 0
+
+
+def test_a_failing_sync_listener_is_logged_and_the_others_still_hear(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    heard: list[str] = []
+
+    def broken(host: str, seconds: float) -> None:
+        raise RuntimeError("listener bug")
+
+    remove_broken = fleet.add_sync_listener(broken)
+    remove_heard = fleet.add_sync_listener(lambda host, seconds: heard.append(host))
+    fleet.resync()
+    assert sorted(set(heard)) == ["host-1", "host-2"]
+    assert "a sync listener failed" in caplog.text
+    remove_broken()
+    remove_heard()
+    heard.clear()
+    fleet.resync()
+    assert heard == []
+
+
 def test_request_latency_is_labelled_by_route_template_never_by_id(
     client: TestClient, reader: dict[str, str]
 ) -> None:
