@@ -125,6 +125,8 @@ class HistoryRecord:
     outcome: str | None = None
     requested_by: str | None = None
     detail: str | None = None
+    transition: Transition | None = None
+    """On an ``observed`` record: the transition the instance was in then (None when settled)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (the CLI's and the service's history record)."""
@@ -136,6 +138,7 @@ class HistoryRecord:
             "kind": self.kind.value,
             "from_state": self.from_state.value if self.from_state else None,
             "to_state": self.to_state.value if self.to_state else None,
+            "transition": self.transition.value if self.transition else None,
             "native_state": self.native_state,
             "native_reason": self.native_reason,
             "cause": self.cause.value if self.cause else None,

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from powerdrivers.keeper._errors import KeeperError
 
 #: The Alembic revision the tables below are at; the store upgrades any older database to it.
-SCHEMA_REVISION: Final = "0003"
+SCHEMA_REVISION: Final = "0004"
 
 #: The action statuses that count as open (at most one such action per instance).
 OPEN_STATUSES: Final = ("pending", "running")
@@ -150,6 +150,8 @@ history = Table(
     Column("outcome", Text, nullable=True),
     Column("requested_by", String(_NAME), nullable=True),
     Column("detail", Text, nullable=True),
+    # Last, as migration 0004 added it: rows are unpacked by position in the table's order.
+    Column("transition", String(_ENUM), nullable=True),
     # One instance's records newest first, and paging back by id, are walks of this index.
     Index("ix_history_instance_id_id", "instance_id", "id"),
 )

@@ -150,6 +150,7 @@ class SqlStore(StoreViews):
             {
                 "from_state": previous,
                 "to_state": reading.power_state,
+                "transition": reading.transition,
                 "native_state": reading.native_state,
                 "native_reason": reading.native_reason,
                 "cause": cause,

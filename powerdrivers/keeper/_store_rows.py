@@ -27,6 +27,7 @@ _RECORD_ENUMS: Final[dict[str, type[StrEnum]]] = {
     "from_state": PowerState,
     "to_state": PowerState,
     "cause": Cause,
+    "transition": Transition,
 }
 _STATES: Final = {state.value: state for state in PowerState}
 _KINDS: Final = {kind.value: kind for kind in RecordKind}
@@ -166,6 +167,7 @@ def history_record(row: Sequence[Any]) -> HistoryRecord:
         outcome,
         requested_by,
         detail,
+        transition,
     ) = row
     return HistoryRecord(
         id=record_id,
@@ -182,4 +184,5 @@ def history_record(row: Sequence[Any]) -> HistoryRecord:
         outcome=outcome,
         requested_by=requested_by,
         detail=detail,
+        transition=_TRANSITIONS[transition] if transition else None,
     )

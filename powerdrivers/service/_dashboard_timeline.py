@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from powerdrivers import PowerState
+from powerdrivers import PowerState, Transition
 from powerdrivers.keeper import HistoryRecord, RecordKind
 
 #: The periods a timeline can show, by the name the page's buttons use.
@@ -52,6 +52,8 @@ class Timeline:
     markers: tuple[Marker, ...]
     states: tuple[str, ...]
     """The states the bands show, in the legend's order."""
+    transitions: tuple[Band, ...] = ()
+    """The stretches the instance spent in a transition (shutting down, ...), drawn over the bands."""
     ongoing: Band | None = None
     """What is in progress now (a transition or an open action), drawn above the bands."""
 
@@ -64,13 +66,15 @@ def _x(moment: datetime, start: datetime, span: float) -> float:
     return round((moment - start).total_seconds() / span * WIDTH, 2)
 
 
-def _state_at_start(records: Sequence[HistoryRecord], start: datetime) -> PowerState | None:
-    """Return the state the instance was in when the period started, if the records say."""
+def _state_at_start(
+    records: Sequence[HistoryRecord], start: datetime
+) -> tuple[PowerState | None, Transition | None]:
+    """Return the state (and transition) the instance was in when the period started, if the records say."""
     for record in records:  # newest first: the first observation at or before the start wins
         if record.kind is RecordKind.OBSERVED and record.time <= start:
-            return record.to_state
+            return record.to_state, record.transition
     earliest = [r for r in records if r.kind is RecordKind.OBSERVED and r.time > start]
-    return earliest[-1].from_state if earliest else None
+    return (earliest[-1].from_state if earliest else None), None
 
 
 def _marker(record: HistoryRecord, start: datetime, span: float) -> Marker | None:
@@ -114,19 +118,30 @@ def build_timeline(
     span = period.total_seconds()
     in_period = [r for r in reversed(records) if start < r.time <= end]
     bands: list[Band] = []
-    state, since = _state_at_start(records, start), start
+    transitions: list[Band] = []
+    state, transition = _state_at_start(records, start)
+    since = transition_since = start
 
-    def close(until: datetime) -> None:
-        if state is not None and until > since:
-            title = f"{state.value} from {_shown(since)} to {_shown(until)}"
-            x = _x(since, start, span)
-            bands.append(Band(state.value, since, until, x, round(_x(until, start, span) - x, 2), title))
+    def band(what: str, begun: datetime, until: datetime) -> Band:
+        x = _x(begun, start, span)
+        title = f"{what} from {_shown(begun)} to {_shown(until)}"
+        return Band(what, begun, until, x, max(round(_x(until, start, span) - x, 2), 1.0), title)
 
     for record in in_period:
-        if record.kind is RecordKind.OBSERVED:
-            close(record.time)
+        if record.kind is not RecordKind.OBSERVED:
+            continue
+        if record.to_state is not state:
+            if state is not None and record.time > since:
+                bands.append(band(state.value, since, record.time))
             state, since = record.to_state, record.time
-    close(end)
+        if record.transition is not transition:
+            if transition is not None:
+                transitions.append(band(transition.value, transition_since, record.time))
+            transition, transition_since = record.transition, record.time
+    if state is not None and end > since:
+        bands.append(band(state.value, since, end))
+    if transition is not None:
+        transitions.append(band(transition.value, transition_since, end))
     markers = tuple(m for m in (_marker(r, start, span) for r in in_period) if m is not None)
     states = tuple(s.value for s in PowerState if any(b.state == s.value for b in bands))
     return Timeline(
@@ -135,5 +150,6 @@ def build_timeline(
         bands=tuple(bands),
         markers=markers,
         states=states,
+        transitions=tuple(transitions),
         ongoing=_ongoing(ongoing, start, end, span),
     )

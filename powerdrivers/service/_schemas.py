@@ -140,6 +140,7 @@ class RecordOut(BaseModel):
     kind: str
     from_state: str | None
     to_state: str | None
+    transition: str | None
     native_state: str | None
     native_reason: str | None
     cause: str | None

@@ -9,7 +9,7 @@ from pathlib import Path
 from engine_support import behind_the_back, fake_host, records, running_keeper, wait_until
 from powerdrivers_fake import instance_id
 
-from powerdrivers import PowerState
+from powerdrivers import PowerState, Transition
 from powerdrivers.keeper import ActionStatus, Cause, Policy, RecordKind, SqlStore
 
 WEB1 = instance_id("web-1")
@@ -108,3 +108,15 @@ def test_stop_during_an_action_lets_it_finish_and_closes_its_intent(store: SqlSt
         assert store.open_actions() == []
         assert store.action(intent.id).status is ActionStatus.DONE
         assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
+
+
+def test_a_transition_is_recorded_with_the_observation_that_began_it(store: SqlStore) -> None:
+    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+        action = keeper.request(WEB1, "shutdown", requested_by="ops", timeout=5)
+        assert keeper.wait(action.id).status is ActionStatus.DONE
+        observed = records(keeper, WEB1, RecordKind.OBSERVED)
+        began, ended = observed[-2:]
+        assert (began.to_state, began.transition) == (PowerState.RUNNING, Transition.SHUTTING_DOWN)
+        assert (ended.to_state, ended.transition) == (PowerState.SHUTOFF, None)
+        assert began.to_dict()["transition"] == "shutting_down"
+        assert ended.to_dict()["transition"] is None

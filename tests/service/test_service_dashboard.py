@@ -413,3 +413,26 @@ def test_an_action_in_progress_shows_until_it_ends(
     assert attributes(browser, "svg#timeline rect.ongoing", "data-ongoing") == []
     assert texts(browser, "#actions tbody tr:first-child td")[1:4] == ["shutdown", "forced", "operator"]
     assert _still_same_page(browser)
+
+
+def test_a_past_transition_stays_drawn_from_the_history(
+    service: tuple[Fleet, str], browser: WebDriver, service_tokens: dict[str, str]
+) -> None:
+    _, url = service
+    operator = service_tokens["operator"]
+    instance = _by_name(url, operator, "h1-vm-0")
+    sign_in(browser, url, service_tokens["reader"])
+    browser.get(f"{url}/instances/{instance['id']}")
+    wait_live(browser)
+    assert attributes(browser, "svg#timeline rect.transition", "data-transition") == []
+    answer = httpx.post(
+        f"{url}/v1/instances/{instance['id']}/actions",
+        headers=bearer(operator),
+        json={"operation": "shutdown", "timeout": 10},
+    )
+    assert answer.status_code == 202, answer.text
+    wait(browser).until(lambda _: text(browser, "#fact-state") == "shutoff")
+    wait(browser).until(lambda _: text(browser, "#fact-badges") == "")
+    # The guest took its time to shut down: that stretch is drawn over the running band.
+    assert attributes(browser, "svg#timeline rect.transition", "data-transition") == ["shutting_down"]
+    assert "in transition (shutting_down)" in text(browser, "ul.legend")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from powerdrivers import PowerState
+from powerdrivers import PowerState, Transition
 from powerdrivers.keeper import Cause, HistoryRecord, RecordKind
 from powerdrivers.service._dashboard_timeline import WIDTH, build_timeline
 
@@ -24,6 +24,22 @@ def _observed(
         from_state=previous,
         to_state=to,
         cause=Cause.OUT_OF_BAND,
+    )
+
+
+def _began(
+    number: int, minutes_ago: float, state: PowerState, transition: Transition | None
+) -> HistoryRecord:
+    return HistoryRecord(
+        id=number,
+        instance_id="vm",
+        host="lab",
+        time=END - timedelta(minutes=minutes_ago),
+        kind=RecordKind.OBSERVED,
+        from_state=state,
+        to_state=state,
+        cause=Cause.OPERATION,
+        transition=transition,
     )
 
 
@@ -117,3 +133,35 @@ def test_what_is_in_progress_is_drawn_from_when_it_began_to_the_end() -> None:
     earlier = build_timeline(records, END, HOUR, ("shutting_down", END - 3 * HOUR)).ongoing
     assert earlier is not None and (earlier.x, earlier.width) == (0.0, WIDTH)
     assert build_timeline(records, END, HOUR).ongoing is None
+
+
+def test_transitions_recorded_in_the_history_are_drawn_over_their_state() -> None:
+    records = _newest_first(
+        _observed(1, 90, PowerState.RUNNING, None),
+        _began(2, 30, PowerState.RUNNING, Transition.SHUTTING_DOWN),
+        _observed(3, 24, PowerState.SHUTOFF, PowerState.RUNNING),
+        _began(4, 6, PowerState.SHUTOFF, Transition.POWERING_ON),
+    )
+    timeline = build_timeline(records, END, HOUR)
+    # A transition beginning is no change of state: one running band, not two.
+    assert [(band.state, band.x, band.width) for band in timeline.bands] == [
+        ("running", 0.0, 600.0),
+        ("shutoff", 600.0, 400.0),
+    ]
+    assert [(band.state, band.x, band.width) for band in timeline.transitions] == [
+        ("shutting_down", 500.0, 100.0),
+        ("powering_on", 900.0, 100.0),
+    ]
+    assert timeline.transitions[0].title == (
+        "shutting_down from 2026-01-01 11:30:00 UTC to 2026-01-01 11:36:00 UTC"
+    )
+
+
+def test_a_transition_under_way_when_the_period_opens_is_drawn_from_its_start() -> None:
+    records = _newest_first(
+        _began(1, 90, PowerState.RUNNING, Transition.REBOOTING),
+        _began(2, 45, PowerState.RUNNING, None),
+    )
+    timeline = build_timeline(records, END, HOUR)
+    assert [(band.state, band.x, band.width) for band in timeline.transitions] == [("rebooting", 0.0, 250.0)]
+    assert [(band.state, band.x, band.width) for band in timeline.bands] == [("running", 0.0, 1000.0)]
