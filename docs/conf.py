@@ -33,6 +33,7 @@ extensions = [
     "stevedore.sphinxext",
     "powerdrivers.sphinxext",
     "powerdrivers_tables",
+    "powerdrivers_openapi",
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
