@@ -78,6 +78,36 @@ def test_the_example_config_loads_with_the_defaults_it_shows(
     assert config.takeover_interval == _config.DEFAULT_TAKEOVER_INTERVAL
 
 
+@pytest.mark.parametrize(
+    ("written", "replaced"),
+    [
+        ('uri = "fake:///var/lib/powerdrivers/lab-2.json"', 'uri = "fake://admin:hunter2@lab-2/state.json"'),
+        ('listen = "127.0.0.1:8080"', 'listen = "nope"'),
+        ("", ""),  # the token file open to others
+    ],
+)
+def test_the_errors_the_page_shows_are_the_example_s_own(
+    written: str, replaced: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "dashboard.token"
+    token_file.write_text("a-reader-token-of-the-docs-test\n")
+    token_file.chmod(0o600 if written else 0o644)
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert written in text
+    (tmp_path / "service.toml").write_text(
+        text.replace(written, replaced).replace(EXAMPLE_TOKEN_FILE, str(token_file))
+    )
+    monkeypatch.chdir(tmp_path)
+    for variable in ("PD_STORE_PASSWORD", "LAB1_PASSWORD", "PD_OPS_TOKEN"):
+        monkeypatch.setenv(variable, f"{variable.lower()}-of-the-docs-test")
+
+    with pytest.raises(_config.ConfigFileError) as raised:
+        load_config("service.toml")
+
+    shown = f"powerdrivers: error: {raised.value}".replace(str(token_file), EXAMPLE_TOKEN_FILE)
+    assert shown in _page()
+
+
 def test_the_page_and_the_example_name_every_config_key() -> None:
     page = _page()
     example = EXAMPLE.read_text(encoding="utf-8")
