@@ -127,10 +127,6 @@ def _cell(text: str) -> str:
     return flat or "\\-"
 
 
-def _indent(text: str, prefix: str = "  ") -> str:
-    return "\n".join(prefix + line if line.strip() else "" for line in text.splitlines())
-
-
 def label_of(*parts: str) -> str:
     """Return the reference label for an endpoint or a schema (``service-api-get-v1-hosts``)."""
     slug = re.sub(r"[^a-z0-9]+", "-", " ".join(parts).lower()).strip("-")
