@@ -33,6 +33,16 @@ PG_KEEPALIVES: Final = {
     "keepalives_count": 3,
 }
 
+#: The same on the server's side of each session: a process whose machine vanished (power cut,
+#: network gone; no FIN, no RST) has its session ended, so its advisory locks (host claims, the
+#: write lock) go in seconds, not after the operating system's default of two hours and more.
+#: Set per session, so no server configuration is needed; ignored on Unix sockets.
+PG_SERVER_KEEPALIVES: Final = (
+    "SET SESSION tcp_keepalives_idle = 5",
+    "SET SESSION tcp_keepalives_interval = 2",
+    "SET SESSION tcp_keepalives_count = 3",
+)
+
 #: The PostgreSQL channel every write transaction notifies (delivered to listeners at commit).
 CHANNEL: Final = "powerdrivers_changes"
 
@@ -144,6 +154,8 @@ def _configure_postgresql(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"SET SESSION lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            for statement in PG_SERVER_KEEPALIVES:
+                cursor.execute(statement)
         finally:
             cursor.close()
         dbapi_connection.commit()

@@ -2,8 +2,9 @@
 
 A pooled connection is handed to whoever asks next and replaced when it breaks; a session whose
 advisory locks or LISTEN registration matter must be neither. These connections are made from
-the store's URL with the same driver (psycopg 3), in autocommit, with TCP keepalives so that a
-server that vanished without closing the socket is noticed within seconds.
+the store's URL with the same driver (psycopg 3), in autocommit, with TCP keepalives on both
+ends: a server that vanished without closing the socket is noticed within seconds, and so is
+a client by the server (which then releases the session's advisory locks).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from powerdrivers.keeper._store_db import PG_CONNECT_TIMEOUT_S, PG_KEEPALIVES, StoreLocation
+from powerdrivers.keeper._store_db import (
+    PG_CONNECT_TIMEOUT_S,
+    PG_KEEPALIVES,
+    PG_SERVER_KEEPALIVES,
+    StoreLocation,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,7 +45,14 @@ def connect(engine: Engine, location: StoreLocation, what: str, role: str) -> ps
     params = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_KEEPALIVES, **params}
     params["application_name"] = f"powerdrivers-{role}"
     with translated_psycopg(location, what):
-        return psycopg.connect(**params, autocommit=True)
+        connection = psycopg.connect(**params, autocommit=True)
+        try:
+            for statement in PG_SERVER_KEEPALIVES:
+                connection.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
 
 @contextmanager

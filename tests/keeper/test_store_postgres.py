@@ -252,3 +252,23 @@ def test_a_server_that_crashes_loses_the_claims_and_the_store_works_once_it_is_b
     again = pg_store.claim_host("h1")
     assert again.alive() and not claim.alive()
     again.release()
+
+
+def test_every_session_of_a_store_asks_the_server_for_keepalives(pg_store: SqlStore) -> None:
+    # What lets the server end the session of a machine that vanished (and free its claims) in
+    # seconds: without it, the server keeps an idle session with its locks for hours.
+    pg_store.register_host("h1", "fake", None)
+    claim = pg_store.claim_host("h1")
+    try:
+        session = pg_store._session
+        assert session is not None
+        claims = [session._connection.execute(f"SHOW {name}").fetchone() for name in _KEEPALIVE_SETTINGS]
+        with pg_store._engine.connect() as pooled:
+            written = [pooled.exec_driver_sql(f"SHOW {name}").scalar() for name in _KEEPALIVE_SETTINGS]
+        assert [row[0] if row else None for row in claims] == ["5", "2", "3"]
+        assert written == ["5", "2", "3"]
+    finally:
+        claim.release()
+
+
+_KEEPALIVE_SETTINGS = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
