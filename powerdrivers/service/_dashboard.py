@@ -41,7 +41,17 @@ _HERE: Final = Path(__file__).parent
 _TEMPLATES: Final = Jinja2Templates(directory=_HERE / "templates")
 
 #: The operations a page offers, in the order of its buttons.
-OPERATIONS: Final = ("start", "shutdown", "power_off", "reboot", "pause", "unpause", "suspend", "resume")
+OPERATIONS: Final = (
+    "start",
+    "shutdown",
+    "power_off",
+    "reboot",
+    "hard_reboot",
+    "pause",
+    "unpause",
+    "suspend",
+    "resume",
+)
 #: Rows the fleet table shows at most (pages of the store's keyset listing).
 MAX_ROWS: Final = 20_000
 _PAGE: Final = 1000

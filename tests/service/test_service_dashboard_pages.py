@@ -141,7 +141,17 @@ def test_only_an_operator_gets_the_operations_and_the_policy_selector(
     assert "data-operation" not in page and "policy-select" not in page
     _sign_in(client, service_tokens["operator"])
     page = client.get(f"/instances/{instance.id}").text
-    for operation in ("start", "shutdown", "power_off", "reboot", "pause", "unpause", "suspend", "resume"):
+    for operation in (
+        "start",
+        "shutdown",
+        "power_off",
+        "reboot",
+        "hard_reboot",
+        "pause",
+        "unpause",
+        "suspend",
+        "resume",
+    ):
         assert f'data-operation="{operation}"' in page
     assert 'data-operation="clear_quarantine"' in page
     assert 'id="policy-select"' in page
