@@ -1,9 +1,11 @@
-"""A fleet of real ``powerdrivers serve`` processes on one PostgreSQL, sharing the fake hosts' state files.
+"""A fleet of real ``powerdrivers serve`` processes on one PostgreSQL: take-over mid-action, streams, outages.
 
 Each process is a subprocess started from its own config; the first to claim a host owns it, so
 a process configured with hosts 1..n owns the one host the processes before it left free. The
 fake hosts keep their simulated hypervisors in state files every process (and this test) opens,
-so what the hypervisor did is read back from its own event log, whichever process asked.
+so what the hypervisor did is read back from its own event log, whichever process asked; one
+host of the last test is a real libvirtd (a private one, with QEMU), which every process reaches.
+Under CI=true nothing skips.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +29,6 @@ import httpx
 import pytest
 from api_support import bearer, wait_for
 from powerdrivers_fake import FakeDriver
-from test_service_fleet_postgres import _free_port
 from test_service_sse import Stream
 
 from powerdrivers import InstanceSpec, PowerState, load_driver
@@ -94,6 +96,13 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture
@@ -334,7 +343,7 @@ def test_postgresql_stopped_means_no_action_until_it_is_back_then_the_keeper_res
 
 
 @pytest.fixture(scope="module")
-def private_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLibvirtd]:
+def fleet_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateLibvirtd]:
     """A libvirtd (with QEMU) of this module's own: no other client shares it, and it is stopped after."""
     present = shutil.which("libvirtd") is not None and shutil.which("qemu-system-x86_64") is not None
     require_real("libvirtd + QEMU", present, "install the Debian packages (make test does, as root)")
@@ -356,18 +365,17 @@ def test_a_real_libvirtd_host_changes_owner_mid_shutdown_and_nothing_is_done_twi
     store: SqlStore,
     service_tokens: dict[str, str],
     start_serve: Callable[[ServiceConfig], ServeProcess],
-    private_libvirtd: PrivateLibvirtd,
+    fleet_libvirtd: PrivateLibvirtd,
 ) -> None:
-    private_libvirtd.start_libvirtd()
-    with load_driver("libvirt", private_libvirtd.uri, domain_type="qemu") as libvirt:
+    with load_driver("libvirt", fleet_libvirtd.uri, domain_type="qemu") as libvirt:
         # No disk, no OS: the firmware never answers ACPI, so a graceful shutdown waits its whole timeout.
         domain = libvirt.spawn(InstanceSpec(f"pdtest-{uuid.uuid4().hex[:8]}", memory_mib=64))
         try:
             first = start_serve(
-                _with_libvirt_host(_served(service_config_factory, postgres_url, 1), private_libvirtd.uri)
+                _with_libvirt_host(_served(service_config_factory, postgres_url, 1), fleet_libvirtd.uri)
             )
             second = start_serve(
-                _with_libvirt_host(_served(service_config_factory, postgres_url, 2), private_libvirtd.uri)
+                _with_libvirt_host(_served(service_config_factory, postgres_url, 2), fleet_libvirtd.uri)
             )
             headers = bearer(service_tokens["operator"])
             with httpx.Client(base_url=second.url, headers=headers, timeout=10) as api:
