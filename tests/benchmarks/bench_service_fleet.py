@@ -283,6 +283,7 @@ def bench_service_event_to_history_commit(benchmark: Any, kept: tuple[Fleet, str
     (target, *_), _ = fleet.instances(power_state="running")
     parsed = make_url(url)
     latencies: list[float] = []
+    calls: list[float] = []
     with psycopg.connect(
         host=parsed.host, port=parsed.port, user=parsed.username, password=parsed.password,
         dbname=parsed.database, autocommit=True,
@@ -298,6 +299,7 @@ def bench_service_event_to_history_commit(benchmark: Any, kept: tuple[Fleet, str
         for n in range(COMMIT_EVENTS):
             began = time.perf_counter()
             reading = driver.crash(target.id) if n % 2 == 0 else driver.start(target.id)
+            calls.append(time.perf_counter() - began)
             state = reading.power_state.value
             while True:
                 found = watcher.execute(query, (after, target.id, state)).fetchone()
@@ -321,8 +323,9 @@ def bench_service_event_to_history_commit(benchmark: Any, kept: tuple[Fleet, str
         target=("<=", TARGET_COMMIT_P99_MS),
         detail=(
             f"p50 {ms(p50)}, max {ms(max(latencies))}; {len(latencies)} events, timed from the driver call "
-            "(the event is published inside it) to a query on another connection finding the record, "
-            "woken by the store's NOTIFY"
+            f"(the event is published inside it; the call itself: p50 {ms(median(calls))}, p99 "
+            f"{ms(percentile(calls, 99))}) to a query on another connection finding the record, woken by the "
+            "store's NOTIFY"
         ),
         raw={"p50_s": p50, "p99_s": p99, "samples": len(latencies)},
     )
