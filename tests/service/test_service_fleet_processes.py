@@ -32,7 +32,7 @@ from powerdrivers_fake import FakeDriver
 from test_service_sse import Stream
 
 from powerdrivers import InstanceSpec, PowerState, load_driver
-from powerdrivers.keeper import SqlStore
+from powerdrivers.keeper import HistoryRecord, SqlStore
 from powerdrivers.service._config import ServiceConfig, load_config
 
 if TYPE_CHECKING:
@@ -150,14 +150,11 @@ def _with_guest_delay(config: ServiceConfig, seconds: float) -> ServiceConfig:
     return load_config(config.path)
 
 
-def _owners(client: httpx.Client) -> dict[str, str | None]:
+def _owned_by(client: httpx.Client, host: str, process: ServeProcess) -> bool:
     answer = client.get("/v1/hosts")
     assert answer.status_code == 200, answer.text
-    return {host["name"]: host["owner"] for host in answer.json()["items"]}
-
-
-def _owned_by(client: httpx.Client, host: str, process: ServeProcess) -> bool:
-    return f"pid {process.pid} on" in (_owners(client).get(host) or "")
+    [owner] = [found["owner"] for found in answer.json()["items"] if found["name"] == host]
+    return f"pid {process.pid} on" in (owner or "")
 
 
 def _first(client: httpx.Client, **filters: str) -> dict[str, Any]:
@@ -176,8 +173,14 @@ def _hypervisor(config: ServiceConfig, host: str) -> dict[str, Any]:
     return document
 
 
-def _events_of(document: dict[str, Any], instance_id: str, after_seq: int) -> list[dict[str, Any]]:
-    return [e for e in document["events"] if e["id"] == instance_id and e["seq"] > after_seq]
+def _events_of(config: ServiceConfig, host: str, instance_id: str, after_seq: int) -> list[dict[str, Any]]:
+    """Return the events the fake host logged about the instance after ``after_seq``, oldest first."""
+    events = _hypervisor(config, host)["events"]
+    return [event for event in events if event["id"] == instance_id and event["seq"] > after_seq]
+
+
+def _records(store: SqlStore) -> dict[int, HistoryRecord]:
+    return {record.id: record for record in store.records_after(0, 1000)}
 
 
 def test_an_owner_killed_mid_action_its_intent_is_closed_interrupted_and_not_done_twice(
@@ -210,10 +213,12 @@ def test_an_owner_killed_mid_action_its_intent_is_closed_interrupted_and_not_don
             ),
             "the guest to be asked",
         )
-        before_kill = {record.id: record for record in store.records_after(0, 1000)}
+        before_kill = _records(store)
         assert before_kill
         first.kill()
+        killed_at = time.monotonic()
         wait_for(lambda: _owned_by(api, "host-1", second), "the take-over of host-1")
+        assert time.monotonic() - killed_at < 5.0
         closed = wait_for(
             lambda: (
                 (found := api.get(f"/v1/actions/{action_id}").json())["status"] == "interrupted" and found
@@ -228,19 +233,17 @@ def test_an_owner_killed_mid_action_its_intent_is_closed_interrupted_and_not_don
         wait_for(
             lambda: api.get(f"/v1/instances/{target['id']}").json()["power_state"] == "shutoff", "shutoff"
         )
-        stops = [
-            e for e in _events_of(_hypervisor(first_config, "host-1"), target["id"], seq_before)
-            if e["state"] == "shutoff"
-        ]  # fmt: skip
+        since_asked = _events_of(first_config, "host-1", target["id"], seq_before)
+        stops = [event for event in since_asked if event["state"] == "shutoff"]
         assert [(e["reason"], e["cause"]) for e in stops] == [("shutdown", "shutdown")]
         # Nothing done twice: no action but the interrupted one, none open, no later hypervisor call.
         history = api.get(f"/v1/instances/{target['id']}/history").json()["items"]
         actions = [record for record in history if record["kind"] == "action"]
         assert [(r["operation"], r["outcome"]) for r in actions] == [("shutdown", "interrupted")]
         assert store.open_actions() == []
-        assert _events_of(_hypervisor(first_config, "host-1"), target["id"], stops[0]["seq"]) == []
+        assert _events_of(first_config, "host-1", target["id"], stops[0]["seq"]) == []
         # Nothing lost: every record written before the kill is there as it was.
-        after = {record.id: record for record in store.records_after(0, 1000)}
+        after = _records(store)
         assert {key: after.get(key) for key in before_kill} == before_kill
         assert second.process.poll() is None
 
@@ -298,7 +301,7 @@ def test_postgresql_stopped_means_no_action_until_it_is_back_then_the_keeper_res
         target = _first(api, host="host-1", power_state="running")
         answer = api.put(f"/v1/instances/{target['id']}/policy", json={"policy": "always"})
         assert answer.status_code == 200, answer.text
-        before_stop = {record.id: record for record in store.records_after(0, 1000)}
+        before_stop = _records(store)
         postgres.stop()
         try:
             [host] = config.hosts
@@ -306,7 +309,7 @@ def test_postgresql_stopped_means_no_action_until_it_is_back_then_the_keeper_res
                 assert isinstance(hypervisor, FakeDriver)
                 hypervisor.crash(target["id"])
             wait_for(lambda: api.get("/healthz").status_code == 503, "the API to answer 503")
-            crashed = _events_of(_hypervisor(config, "host-1"), target["id"], 0)[-1]
+            crashed = _events_of(config, "host-1", target["id"], 0)[-1]
             assert crashed["state"] == "crashed"
             # The process notices it can no longer record anything, so it stops acting on its hosts.
             wait_for(lambda: "its claim was lost" in served.log(), "the process to let its host go", 30.0)
@@ -315,29 +318,18 @@ def test_postgresql_stopped_means_no_action_until_it_is_back_then_the_keeper_res
             back_at = time.time()
             postgres.start()
         # Back: the same process claims its host again, resyncs it and corrects the crash.
-        restarted = wait_for(
-            lambda: next(
-                (
-                    e
-                    for e in _events_of(_hypervisor(config, "host-1"), target["id"], crashed["seq"])
-                    if e["state"] == "running"
-                ),
-                None,
-            ),
-            "the crash to be corrected",
-            30.0,
-        )
+        since_crash = partial(_events_of, config, "host-1", target["id"], crashed["seq"])
+        wait_for(lambda: any(e["state"] == "running" for e in since_crash()), "the correction", 30.0)
         # No hypervisor action while the database was down: the first after the crash came once it was back.
-        assert _events_of(_hypervisor(config, "host-1"), target["id"], crashed["seq"])[0] == restarted
-        assert restarted["time"] >= back_at and restarted["cause"] == "start"
-        wait_for(
-            lambda: api.get(f"/v1/instances/{target['id']}").json()["power_state"] == "running", "running"
-        )
-        history = api.get(f"/v1/instances/{target['id']}/history").json()["items"]
-        assert [(r["operation"], r["outcome"]) for r in history if r["kind"] == "action"] == [
-            ("start", "done")
-        ]
-        after = {record.id: record for record in store.records_after(0, 1000)}
+        restarted = since_crash()[0]
+        assert (restarted["state"], restarted["cause"]) == ("running", "start")
+        assert restarted["time"] >= back_at
+        view = f"/v1/instances/{target['id']}"
+        wait_for(lambda: api.get(view).json()["power_state"] == "running", "the correction to be read")
+        history = api.get(f"{view}/history").json()["items"]
+        actions = [(r["operation"], r["outcome"]) for r in history if r["kind"] == "action"]
+        assert actions == [("start", "done")]
+        after = _records(store)
         assert {key: after.get(key) for key in before_stop} == before_stop
         assert served.process.poll() is None
 
@@ -388,9 +380,11 @@ def test_a_real_libvirtd_host_changes_owner_mid_shutdown_and_nothing_is_done_twi
                 assert asked.status_code == 202, asked.text
                 action = f"/v1/actions/{asked.json()['id']}"
                 wait_for(lambda: api.get(action).json()["status"] == "running", "the owner to start it")
-                before_kill = {record.id: record for record in store.records_after(0, 1000)}
+                before_kill = _records(store)
                 first.kill()
+                killed_at = time.monotonic()
                 wait_for(lambda: _owned_by(api, "libvirt-1", second), "the take-over of the libvirt host")
+                assert time.monotonic() - killed_at < 5.0
                 closed = wait_for(
                     lambda: (found := api.get(action).json())["status"] == "interrupted" and found,
                     "the open intent to be closed",
@@ -401,7 +395,7 @@ def test_a_real_libvirtd_host_changes_owner_mid_shutdown_and_nothing_is_done_twi
                 history = api.get(f"{view}/history").json()["items"]
                 actions = [(r["operation"], r["outcome"]) for r in history if r["kind"] == "action"]
                 assert actions == [("shutdown", "interrupted")]
-                after = {record.id: record for record in store.records_after(0, 1000)}
+                after = _records(store)
                 assert {key: after.get(key) for key in before_kill} == before_kill
                 # The new owner acts on the real host when asked.
                 asked = api.post(f"{view}/actions", json={"operation": "power_off"})
