@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from powerdrivers import ConfigurationError
+from powerdrivers import ConfigurationError, PowerDriversError
 from powerdrivers._cli_support import EXIT_OK
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ def register_service_commands(command: CommandAdder) -> None:
 
 class ServiceExtraMissing(ConfigurationError):
     """The ``service`` extra is not installed: ``serve`` cannot run."""
+
+
+class ListenFailed(PowerDriversError):
+    """The service could not listen on its address (taken, or not this machine's): exit 1."""
 
 
 def _check_extra() -> None:
@@ -92,7 +96,8 @@ def _configure_logging(level: str) -> None:
 def run_service(config: ServiceConfig, log_level: str = "info") -> None:
     """Start the fleet, serve its app until SIGTERM or SIGINT, then stop everything cleanly.
 
-    Raises ``StoreError`` when the store cannot be opened (nothing is left running).
+    Raises ``StoreError`` when the store cannot be opened and ``ListenFailed`` when the address
+    cannot be listened on (either way nothing is left running).
     """
     import uvicorn
 
@@ -115,7 +120,18 @@ def run_service(config: ServiceConfig, log_level: str = "info") -> None:
             timeout_graceful_shutdown=_GRACEFUL_S,
             server_header=False,
         )
-        _make_server(server_config, config).run()
+        server = _make_server(server_config, config)
+        try:
+            server.run()
+        except SystemExit:
+            # uvicorn exits by itself when it cannot bind (its own code, 3, which is ours for
+            # "instance not found"); the error it logged says why.
+            if server.started:
+                raise
+        if not server.started:
+            raise ListenFailed(
+                f"cannot listen on {config.listen_host}:{config.listen_port} (see the error above)"
+            )
     finally:
         fleet.stop()
         for sig, handler in previous.items():

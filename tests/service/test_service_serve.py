@@ -170,3 +170,31 @@ def test_the_demo_of_make_serve_is_made_once(tmp_path: Path, capsys: pytest.Capt
     tokens = [token.value for token in config.tokens]
     prepare_demo(tmp_path / "serve")
     assert [token.value for token in load_config(config_path).tokens] == tokens
+
+
+def test_an_address_already_taken_exits_1_in_one_line_and_frees_its_hosts(
+    service_config_factory: Callable[..., ServiceConfig],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = service_config_factory(hosts=1, listen=f"127.0.0.1:{port}")
+        done = subprocess.run(
+            [sys.executable, "-m", "powerdrivers", "serve", "--config", str(config.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.endswith(
+        f"powerdrivers: error: cannot listen on 127.0.0.1:{port} (see the error above)\n"
+    )
+    assert "Traceback" not in done.stderr
+    # Nothing stays claimed: a service started next keeps the host.
+    next_port = _free_port()
+    with _serving(service_config_factory(hosts=1, listen=f"127.0.0.1:{next_port}")) as (_, line):
+        assert line.startswith("powerdrivers service on ")
+        assert httpx.get(f"http://127.0.0.1:{next_port}/healthz").json()["hosts"] == ["host-1"]
