@@ -142,8 +142,10 @@ def test_an_operator_releasing_a_quarantine_lets_the_keeper_act_again(store: Sql
         assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
         released = keeper.release_quarantine(WEB1, "operator")
         assert not released.quarantined
-        wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the restart")
+        # The action's record is written once the driver has returned: wait for it, not the state.
+        wait_until(lambda: len(records(keeper, WEB1, RecordKind.ACTION)) == 2, what="the restart's record")
         assert [r.operation for r in records(keeper, WEB1, RecordKind.ACTION)] == ["start", "start"]
+        assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
 
 
 # -- what the driver reports --------------------------------------------------------------------

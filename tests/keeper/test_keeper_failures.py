@@ -72,7 +72,9 @@ def test_a_lost_connection_on_the_re_read_marks_the_host_unreachable_and_defers_
         assert driver.get_instance(WEB1).power_state is PowerState.CRASHED
         assert _actions(store) == [] and store.open_actions() == []
         keeper.resync()  # the host answers again: the crash is still there, and is corrected now
-        wait_until(lambda: driver.get_instance(WEB1).power_state is PowerState.RUNNING, what="the restart")
+        # The action's record is written once the driver has returned: wait for it, not the state.
+        wait_until(lambda: _actions(store), what="the restart's record")
+        assert driver.get_instance(WEB1).power_state is PowerState.RUNNING
         assert store.hosts()[0].reachable
         assert _actions(store) == ["start"]
 
