@@ -106,6 +106,17 @@ class KeeperStore(Protocol):
         (its message starts with "cursor"), a limit out of range or a bad filter value.
         """
 
+    def instances_page_json(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | None = None,
+        policy: Policy | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[str, str | None]:
+        """Return ``instances_page`` as the JSON text of its views' ``to_dict()`` list, and its cursor."""
+
     def instance_counts(self) -> dict[tuple[str, str], int]:
         """Return the number of instances per (host, power state value)."""
 

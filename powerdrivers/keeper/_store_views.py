@@ -12,14 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Connection, Select, func, select, tuple_
 
 from powerdrivers import InvalidOption, PowerState, parse_count
 from powerdrivers.keeper._model import Action, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, instances
 from powerdrivers.keeper._store_claim import HostClaims
+from powerdrivers.keeper._store_json import json_page, with_in_flight
 from powerdrivers.keeper._store_rows import action, history_record, instance_view
 
 #: The most instances one page may hold, and the most records one ``records_after`` call returns.
@@ -81,35 +82,47 @@ class StoreViews(HostClaims):
         Raises ``InvalidOption`` for a bad cursor (the message starts with "cursor"), limit or
         filter value.
         """
-        count = parse_count("limit", limit, minimum=1, maximum=MAX_PAGE)
-        query = select(instances)
-        if host is not None:
-            if not isinstance(host, str):
-                raise InvalidOption(f"host must be text, not {type(host).__name__}")
-            query = query.where(instances.c.host == host)
-        if power_state is not None:
-            query = query.where(instances.c.power_state == _choice(PowerState, "power_state", power_state))
-        if policy is not None:
-            query = query.where(instances.c.policy == _choice(Policy, "policy", policy))
-        if after is not None:
-            query = query.where(tuple_(instances.c.host, instances.c.id) > tuple_(*decode_cursor(after)))
-        query = query.order_by(instances.c.host, instances.c.id).limit(count + 1)
+        query, count = _page_query(select(instances), host, power_state, policy, after, limit)
         with self._read("read a page of instances") as connection:
             rows = connection.execute(query).all()
             more = len(rows) > count
             rows = rows[:count]
-            in_flight: dict[str, Action] = {}
-            if rows:
-                # Open actions are few (the partial unique index holds them): those of the page's
-                # hosts, rather than a thousand ids bound one by one.
-                opened = select(actions).where(
-                    actions.c.status.in_(OPEN_STATUSES),
-                    actions.c.host >= rows[0].host,
-                    actions.c.host <= rows[-1].host,
-                )
-                in_flight = {found.instance_id: action(found) for found in connection.execute(opened)}
+            in_flight = _open_actions(connection, rows[0].host, rows[-1].host) if rows else {}
         views = [instance_view(row, in_flight.get(row.id)) for row in rows]
         return views, (encode_cursor(rows[-1].host, rows[-1].id) if more else None)
+
+    def instances_page_json(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | None = None,
+        policy: Policy | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[str, str | None]:
+        """Return :meth:`instances_page` as the JSON text of its items' ``to_dict()`` list, and its cursor.
+
+        The same page, filters, cursor and errors; the JSON is made by the database (see
+        ``_store_json``), for the service's listing.
+        """
+        count = parse_count("limit", limit, minimum=1, maximum=MAX_PAGE)
+        query = json_page(
+            self._engine.dialect.name,
+            lambda query: _page_query(query, host, power_state, policy, after, limit)[0],
+        )
+        with self._read("read a page of instances") as connection:
+            rows = connection.execute(query).all()
+            more = len(rows) > count
+            rows = rows[:count]
+            in_flight = _open_actions(connection, rows[0][0], rows[-1][0]) if rows else {}
+        texts = [row[2] for row in rows]
+        if in_flight:
+            texts = [
+                with_in_flight(text, in_flight[row[1]]) if row[1] in in_flight else text
+                for row, text in zip(rows, texts, strict=True)
+            ]
+        following = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
+        return "[" + ",".join(texts) + "]", following
 
     def instance_counts(self) -> dict[tuple[str, str], int]:
         """Return how many instances each host has in each power state: ``(host, state value) -> count``."""
@@ -135,3 +148,38 @@ class StoreViews(HostClaims):
         """Return the id of the newest history record of any instance (0 when there is none)."""
         with self._read("read the last history record") as connection:
             return int(connection.execute(select(func.max(history.c.id))).scalar() or 0)
+
+
+def _page_query(
+    query: Select[Any],
+    host: str | None,
+    power_state: PowerState | None,
+    policy: Policy | None,
+    after: str | None,
+    limit: int,
+) -> tuple[Select[Any], int]:
+    """Return ``query`` filtered, past the cursor, in page order, one row past the page; and its size."""
+    count = parse_count("limit", limit, minimum=1, maximum=MAX_PAGE)
+    if host is not None:
+        if not isinstance(host, str):
+            raise InvalidOption(f"host must be text, not {type(host).__name__}")
+        query = query.where(instances.c.host == host)
+    if power_state is not None:
+        query = query.where(instances.c.power_state == _choice(PowerState, "power_state", power_state))
+    if policy is not None:
+        query = query.where(instances.c.policy == _choice(Policy, "policy", policy))
+    if after is not None:
+        query = query.where(tuple_(instances.c.host, instances.c.id) > tuple_(*decode_cursor(after)))
+    return query.order_by(instances.c.host, instances.c.id).limit(count + 1), count
+
+
+def _open_actions(connection: Connection, first_host: str, last_host: str) -> dict[str, Action]:
+    """Return the open actions of the hosts from ``first_host`` to ``last_host``, by instance id.
+
+    Open actions are few (the partial unique index holds them): those of the page's hosts,
+    rather than a thousand ids bound one by one.
+    """
+    opened = select(actions).where(
+        actions.c.status.in_(OPEN_STATUSES), actions.c.host >= first_host, actions.c.host <= last_host
+    )
+    return {found.instance_id: action(found) for found in connection.execute(opened)}

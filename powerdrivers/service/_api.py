@@ -7,12 +7,13 @@ JSON. The endpoints are plain functions, so the blocking store calls run in the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from powerdrivers import InvalidOption, PowerState
 from powerdrivers.keeper import Action, HistoryRecord, HostView, InstanceView, KeeperStore, Policy
@@ -71,6 +72,17 @@ class ServiceFleet(Protocol):
     ) -> tuple[list[InstanceView], str | None]:
         """One page of instances and the next page's cursor."""
 
+    def instances_json(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | None = None,
+        policy: Policy | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[str, str | None]:
+        """Return the same page as the JSON text of its items, and the next page's cursor."""
+
     def instance(self, instance_id: str) -> InstanceView:
         """One instance."""
 
@@ -128,15 +140,17 @@ def list_instances(
     policy: Policy | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=1024)] = None,
-) -> JSONResponse:
+) -> Response:
     """One page of instances (by host, then id), filtered by host, power state and policy."""
     try:
-        items, following = fleet_of(request).instances(
+        items, following = fleet_of(request).instances_json(
             host=host, power_state=power_state, policy=policy, after=cursor, limit=limit
         )
     except InvalidOption as exc:
         raise api_error_of(exc, field="cursor" if "cursor" in str(exc) else None) from exc
-    return _json({"items": [item.to_dict() for item in items], "next": following})
+    # The items' JSON comes from the database as text (benchmark S1): joined, not parsed again.
+    body = '{"items":' + items + ',"next":' + json.dumps(following) + "}"
+    return Response(body, media_type="application/json")
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut, tags=["instances"])

@@ -190,6 +190,24 @@ class Fleet:
             limit=limit,
         )
 
+    def instances_json(
+        self,
+        *,
+        host: str | None = None,
+        power_state: PowerState | str | None = None,
+        policy: Policy | str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[str, str | None]:
+        """Return :meth:`instances` as the JSON text of the views' dicts, and the cursor (for the API)."""
+        return self.store.instances_page_json(
+            host=host,
+            power_state=_enum(PowerState, "power_state", power_state),
+            policy=_enum(Policy, "policy", policy),
+            after=after,
+            limit=limit,
+        )
+
     def instance(self, instance_id: str) -> InstanceView:
         """Return one instance's view. Raises ``UnknownInstance``."""
         return self.store.instance(instance_id)

@@ -184,7 +184,7 @@ def bench_service_list_instances(
                     # The body read in full, the items left unparsed: only the cursor at its end.
                     raw = answer.content
                     following = json.loads(raw[raw.rindex(b'"next":') + 7 : -1])
-                    seen += raw.count(b'"power_state":')
+                    seen += raw.count(b'"power_state"')  # PostgreSQL writes `"key" : value`
                 if following is None:
                     break
                 params["cursor"] = following
