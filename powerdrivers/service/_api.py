@@ -123,6 +123,13 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 _CHANGES: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut, "description": "A reader's token."}}
+_UNKNOWN_INSTANCE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "Unknown instance."}
+}
+_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON."},
+    413: {"model": ErrorOut, "description": "The body is over 64 KiB."},
+}
 
 
 @router.get("/hosts", response_model=HostList, tags=["hosts"])
@@ -153,14 +160,19 @@ def list_instances(
     return Response(body, media_type="application/json")
 
 
-@router.get("/instances/{instance_id}", response_model=InstanceOut, tags=["instances"])
+@router.get(
+    "/instances/{instance_id}", response_model=InstanceOut, tags=["instances"], responses=_UNKNOWN_INSTANCE
+)
 def get_instance(request: Request, principal: Reader, instance_id: InstanceId) -> JSONResponse:
     """Return the keeper's view of one instance."""
     return _json(fleet_of(request).instance(instance_id).to_dict())
 
 
 @router.put(
-    "/instances/{instance_id}/policy", response_model=InstanceOut, tags=["instances"], responses=_CHANGES
+    "/instances/{instance_id}/policy",
+    response_model=InstanceOut,
+    tags=["instances"],
+    responses={**_CHANGES, **_UNKNOWN_INSTANCE, **_BODY},
 )
 def put_policy(
     request: Request, principal: Operator, instance_id: InstanceId, body: PolicyRequest
@@ -176,7 +188,8 @@ def put_policy(
     tags=["actions"],
     responses={
         **_CHANGES,
-        404: {"model": ErrorOut, "description": "Unknown instance."},
+        **_UNKNOWN_INSTANCE,
+        **_BODY,
         409: {
             "model": ErrorOut,
             "description": "Not allowed from the state (allowed_states), or one in flight.",
@@ -195,7 +208,12 @@ def post_action(
     return _json(action.to_dict(), 202, headers={"Location": f"/v1/actions/{action.id}"})
 
 
-@router.get("/actions/{action_id}", response_model=ActionOut, tags=["actions"])
+@router.get(
+    "/actions/{action_id}",
+    response_model=ActionOut,
+    tags=["actions"],
+    responses={404: {"model": ErrorOut, "description": "Unknown action."}},
+)
 def get_action(
     request: Request, principal: Reader, action_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> JSONResponse:
@@ -207,14 +225,19 @@ def get_action(
     "/instances/{instance_id}/quarantine/clear",
     response_model=InstanceOut,
     tags=["instances"],
-    responses=_CHANGES,
+    responses={**_CHANGES, **_UNKNOWN_INSTANCE},
 )
 def clear_quarantine(request: Request, principal: Operator, instance_id: InstanceId) -> JSONResponse:
     """End the instance's quarantine (the keeper acts on it again); the record names the token."""
     return _json(fleet_of(request).release_quarantine(instance_id, principal.name).to_dict())
 
 
-@router.get("/instances/{instance_id}/history", response_model=RecordPage, tags=["history"])
+@router.get(
+    "/instances/{instance_id}/history",
+    response_model=RecordPage,
+    tags=["history"],
+    responses=_UNKNOWN_INSTANCE,
+)
 def get_history(
     request: Request,
     principal: Reader,

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from powerdrivers.keeper import Action
 from powerdrivers.service._api import Reader, ServiceFleet
 from powerdrivers.service._bus import ServiceEvent
+from powerdrivers.service._schemas import ErrorOut
 
 #: Event lag buckets (seconds): the target is 100 ms from the record to every stream.
 LAG_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -210,7 +211,10 @@ router = APIRouter()
     "/metrics",
     tags=["service"],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+        401: {"model": ErrorOut, "description": "No token, or an unknown one."},
+    },
 )
 def metrics(request: Request, principal: Reader) -> Response:
     """Return the service's metrics in the Prometheus text format; needs a reader's (or operator's) token."""

@@ -296,3 +296,34 @@ def test_unknown_routes_and_methods_answer_the_error_shape(
 ) -> None:
     assert_error(client.get("/v1/no-such-thing", headers=reader), 404, "not_found")
     assert_error(client.delete("/v1/hosts", headers=reader), 405, "method_not_allowed")
+
+
+def test_the_statuses_the_document_declares_are_the_ones_answered(
+    client: TestClient, operator: dict[str, str]
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    unknown = "no-such-instance"
+    for path, method, body in (
+        ("/v1/instances/{instance_id}", "get", None),
+        ("/v1/instances/{instance_id}/policy", "put", {"policy": "always"}),
+        ("/v1/instances/{instance_id}/actions", "post", {"operation": "start"}),
+        ("/v1/instances/{instance_id}/quarantine/clear", "post", None),
+        ("/v1/instances/{instance_id}/history", "get", None),
+    ):
+        assert "404" in paths[path][method]["responses"], path
+        answer = client.request(method, path.format(instance_id=unknown), headers=operator, json=body)
+        assert_error(answer, 404, "not_found")
+    assert "404" in paths["/v1/actions/{action_id}"]["get"]["responses"]
+    assert_error(client.get("/v1/actions/999999", headers=operator), 404, "not_found")
+    for path, method in (
+        ("/v1/instances/{instance_id}/policy", "put"),
+        ("/v1/instances/{instance_id}/actions", "post"),
+    ):
+        responses = paths[path][method]["responses"]
+        assert {"400", "413"} <= set(responses), path
+        target = path.format(instance_id=unknown)
+        headers = {**operator, "Content-Type": "application/json"}
+        assert client.request(method, target, headers=headers, content=b"{not json").status_code == 400
+        assert client.request(method, target, headers=headers, content=b" " * (65 * 1024)).status_code == 413
+    assert "401" in paths["/metrics"]["get"]["responses"]
+    assert_error(client.get("/metrics"), 401, "unauthorized")
