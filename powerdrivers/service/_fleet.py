@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -47,6 +49,9 @@ _E = TypeVar("_E", PowerState, Policy)
 FIRST_RESYNC_WAIT: Final = 60.0
 #: The longest wait before trying again a host whose driver could not be loaded.
 MAX_RETRY_DELAY: Final = 60.0
+#: Hosts tried at once by a claim round: a host whose driver hangs while loading (an address that
+#: does not answer) holds up one of these, not the take-over of every other host.
+CLAIM_WORKERS: Final = 8
 #: Records returned at most by one ``records_since`` call.
 MAX_RECORDS: Final = 1000
 
@@ -78,6 +83,8 @@ class Fleet:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._claimer: threading.Thread | None = None
+        self._claim_pool: ThreadPoolExecutor | None = None
+        self._trying: set[str] = set()
         self._sync_listeners: tuple[Callable[[str, float], None], ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -103,6 +110,7 @@ class Fleet:
         except BaseException:
             self._close_parts()
             raise
+        self._claim_pool = ThreadPoolExecutor(CLAIM_WORKERS, thread_name_prefix="service-claim")
         self._claim_round(FIRST_RESYNC_WAIT)
         self._claimer = threading.Thread(target=self._claim_loop, name="service-claims", daemon=True)
         self._claimer.start()
@@ -114,6 +122,10 @@ class Fleet:
         if self._claimer is not None:
             self._claimer.join()
             self._claimer = None
+        if self._claim_pool is not None:
+            # A try under way ends by itself (the driver bounds its own connecting); none starts.
+            self._claim_pool.shutdown(wait=True, cancel_futures=True)
+            self._claim_pool = None
         self._close_parts()
 
     def __enter__(self) -> Fleet:
@@ -275,14 +287,33 @@ class Fleet:
                 _LOG.exception("service: the claim round failed")
 
     def _claim_round(self, wait: float) -> None:
+        """Try every host not kept here, on the claim pool; with ``wait``, return once each try ended."""
         self._drop_lost()
+        pool = self._claim_pool
+        tries = []
         for host in self.config.hosts:
-            if self._stopping.is_set():
-                return
+            if self._stopping.is_set() or pool is None:
+                break
             with self._lock:
-                owned = host.name in self._owned
-            if not owned and self._retry_at.get(host.name, 0.0) <= time.monotonic():
-                self._try_host(host, wait)
+                if (
+                    host.name in self._owned
+                    or host.name in self._trying
+                    or self._retry_at.get(host.name, 0.0) > time.monotonic()
+                ):
+                    continue
+                self._trying.add(host.name)
+            tries.append(pool.submit(self._try_guarded, host, wait))
+        if wait > 0:
+            futures.wait(tries)
+
+    def _try_guarded(self, host: HostConfig, wait: float) -> None:
+        try:
+            self._try_host(host, wait)
+        except Exception:
+            _LOG.exception("service: host %s: trying to keep it failed", host.name)
+        finally:
+            with self._lock:
+                self._trying.discard(host.name)
 
     def _try_host(self, host: HostConfig, wait: float) -> None:
         try:
@@ -306,7 +337,7 @@ class Fleet:
             return
         with self._lock:
             self._owned[host.name] = _Owned(claim, driver)
-        self._failures.pop(host.name, None)
+            self._failures.pop(host.name, None)
         _LOG.info("service: keeping host %s (%s)", host.name, host.driver)
 
     def _unreachable(self, host: HostConfig, claim: HostClaim, error: PowerDriversError) -> None:
@@ -325,10 +356,11 @@ class Fleet:
             _release(claim)
 
     def _retry_later(self, name: str) -> float:
-        failures = self._failures.get(name, 0) + 1
-        self._failures[name] = failures
-        delay = min(self.config.takeover_interval * 2.0 ** min(failures - 1, 16), MAX_RETRY_DELAY)
-        self._retry_at[name] = time.monotonic() + delay
+        with self._lock:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = failures
+            delay = min(self.config.takeover_interval * 2.0 ** min(failures - 1, 16), MAX_RETRY_DELAY)
+            self._retry_at[name] = time.monotonic() + delay
         return delay
 
     def _drop_lost(self) -> None:

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse
 from powerdrivers.keeper import SqlStore
 from powerdrivers.keeper._schema import instances
 from powerdrivers.service._app import create_app
-from powerdrivers.service._fleet import Fleet
+from powerdrivers.service._fleet import CLAIM_WORKERS, Fleet
 
 INSTANCES = 10_000
 RACKS = 10
@@ -57,9 +57,12 @@ RESYNC_ROUNDS = 15
 TARGET_RESYNC_RATIO = 2.0
 #: Threads per host: the keeper's worker for it, and the fake driver's own watcher of its state file.
 THREADS_PER_HOST = 2
-#: Threads beyond those the process may run (main, the keeper's store, the feed, the claim loop, a few
-#: of the libraries'): a resync must not start a thread per instance or per call.
-THREADS_OVER_HOSTS = 10
+#: Threads beyond those the process may run (main, the keeper's store, the feed, the claim loop and
+#: pool, a few of the libraries'): a resync must not start a thread per instance or per call.
+THREADS_OVER_HOSTS = 10 + CLAIM_WORKERS
+#: The keeper's and service's own: a worker per host, the keeper's store poller, the feed, the claim
+#: loop, and the claim pool's bounded workers.
+SERVICE_THREADS_OVER_HOSTS = 3 + CLAIM_WORKERS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -279,7 +282,8 @@ def bench_service_fleet_resync(benchmark: Any, tmp_path: Path) -> None:
             f"{total:,} instances; threads: {threads_before} before the fleet, at most {peak['threads']} "
             f"while resyncing (bound {bound}: {THREADS_PER_HOST} per host + {THREADS_OVER_HOSTS}), of which "
             f"the keeper's and the service's {peak['service']} (one worker per host, the store's, the "
-            "feed's, the claim loop's); the others are the fake driver's own state-file watchers, one a host"
+            f"feed's, the claim loop's and its pool's, at most {CLAIM_WORKERS}); the others are the fake "
+            "driver's own state-file watchers, one a host"
         ),
         raw={
             "threads_peak": peak["threads"],
@@ -289,5 +293,7 @@ def bench_service_fleet_resync(benchmark: Any, tmp_path: Path) -> None:
         },
     )
     assert peak["threads"] <= bound, f"{peak['threads']} threads while resyncing (bound {bound})"
-    assert peak["service"] <= RESYNC_HOSTS + 3, f"{peak['service']} keeper and service threads"
+    assert peak["service"] <= RESYNC_HOSTS + SERVICE_THREADS_OVER_HOSTS, (
+        f"{peak['service']} keeper and service threads"
+    )
     assert ratio <= TARGET_RESYNC_RATIO, f"{ratio:.2f} times the listings (target {TARGET_RESYNC_RATIO})"

@@ -273,3 +273,25 @@ def test_a_host_that_cannot_be_loaded_is_tried_again_until_it_can(
         _wait_for(
             lambda: next(h for h in running.hosts() if h.name == "later").reachable, "it to be reachable"
         )
+
+
+def test_hosts_are_taken_on_concurrently_so_a_slow_one_holds_up_no_other(
+    service_config_factory: Callable[..., ServiceConfig],
+) -> None:
+    # Every call of both hosts' drivers takes 2 s: each first resync lasts that long. Taken on one
+    # after the other, the second would begin when the first ended; together, both end at once.
+    config = service_config_factory(hosts=2, host_options="latency = 2")
+    fleet = Fleet(config)
+    ended: dict[str, float] = {}
+
+    def first_resync_ended(host: str, seconds: float) -> None:
+        ended.setdefault(host, time.monotonic())
+
+    fleet.add_sync_listener(first_resync_ended)
+    fleet.start()
+    try:
+        assert fleet.owned_hosts() == ["host-1", "host-2"]
+        assert set(ended) == {"host-1", "host-2"}
+        assert abs(ended["host-1"] - ended["host-2"]) < 1.0
+    finally:
+        fleet.stop()
