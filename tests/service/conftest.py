@@ -58,7 +58,8 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
     ``store`` a store URL (default an SQLite file in ``tmp_path``; a password in it goes to a
     ``store_password_file``); ``extra`` TOML for the top level (before the tables); ``name`` the
     file's name; ``listen`` where ``powerdrivers serve`` listens; ``host_options`` more of each
-    host's fake driver options, as inline-table TOML (``'latency = 0.5'``).
+    host's fake driver options, as inline-table TOML (``'latency = 0.5'``); ``guest_delay`` the seconds
+    each host's guests take to shut down or reboot.
     """
     for role, value in service_tokens.items():
         _secret_file(tmp_path / f"{role}.token", value)
@@ -71,6 +72,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
         name: str = "service.toml",
         listen: str = "127.0.0.1:8080",
         host_options: str = "",
+        guest_delay: float = 0.05,
     ) -> ServiceConfig:
         url = store or f"sqlite:///{tmp_path / 'service.db'}"
         lines = [f'listen = "{listen}"', extra]
@@ -90,7 +92,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
                 f'name = "host-{number}"',
                 'driver = "fake"',
                 f'uri = "fake://{state}"',
-                f"options = {{ {', '.join(filter(None, ['guest_delay = 0.05', host_options]))} }}",
+                f"options = {{ {', '.join(filter(None, [f'guest_delay = {guest_delay}', host_options]))} }}",
             ]
         for role in ("reader", "operator"):
             lines += ["[[tokens]]", f'name = "{role}"', f'role = "{role}"', f'value_file = "{role}.token"']

@@ -130,7 +130,11 @@ def store(postgres_url: str) -> Iterator[SqlStore]:
 
 
 def _served(
-    factory: Callable[..., ServiceConfig], postgres_url: str, hosts: int, extra: str = _FAST
+    factory: Callable[..., ServiceConfig],
+    postgres_url: str,
+    hosts: int,
+    extra: str = _FAST,
+    guest_delay: float = 0.05,
 ) -> ServiceConfig:
     """A config of fake hosts 1..``hosts`` on the PostgreSQL store, listening on a free port."""
     return factory(
@@ -139,15 +143,8 @@ def _served(
         extra=extra,
         name=f"served-{hosts}.toml",
         listen=f"127.0.0.1:{_free_port()}",
+        guest_delay=guest_delay,
     )
-
-
-def _with_guest_delay(config: ServiceConfig, seconds: float) -> ServiceConfig:
-    """Return ``config`` with every fake host's guests taking ``seconds`` to shut down or reboot."""
-    text = config.path.read_text()
-    assert "guest_delay = 0.05" in text
-    config.path.write_text(text.replace("guest_delay = 0.05", f"guest_delay = {seconds}"))
-    return load_config(config.path)
 
 
 def _owned_by(client: httpx.Client, host: str, process: ServeProcess) -> bool:
@@ -190,8 +187,8 @@ def test_an_owner_killed_mid_action_its_intent_is_closed_interrupted_and_not_don
     service_tokens: dict[str, str],
     start_serve: Callable[[ServiceConfig], ServeProcess],
 ) -> None:
-    first_config = _with_guest_delay(_served(service_config_factory, postgres_url, 1), _SLOW_GUEST_S)
-    second_config = _with_guest_delay(_served(service_config_factory, postgres_url, 2), _SLOW_GUEST_S)
+    first_config = _served(service_config_factory, postgres_url, 1, guest_delay=_SLOW_GUEST_S)
+    second_config = _served(service_config_factory, postgres_url, 2, guest_delay=_SLOW_GUEST_S)
     first = start_serve(first_config)
     second = start_serve(second_config)
     with httpx.Client(base_url=second.url, headers=bearer(service_tokens["operator"]), timeout=10) as api:
