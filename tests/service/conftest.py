@@ -12,9 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from api_support import bearer
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
 
 from powerdrivers import InstanceSpec, load_driver
+from powerdrivers.service._app import create_app
 from powerdrivers.service._config import ServiceConfig, load_config
 from powerdrivers.service._fleet import Fleet
 
@@ -118,3 +122,28 @@ def fleet(service_config: ServiceConfig) -> Iterator[Fleet]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture
+def app(fleet: Fleet) -> FastAPI:
+    """The service's app over the started ``fleet``."""
+    return create_app(fleet)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """A client of ``app`` (started, so its lifespan ran) that answers server errors as responses."""
+    with TestClient(app, raise_server_exceptions=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+def operator(service_tokens: dict[str, str]) -> dict[str, str]:
+    """The operator token's Authorization header."""
+    return bearer(service_tokens["operator"])
+
+
+@pytest.fixture
+def reader(service_tokens: dict[str, str]) -> dict[str, str]:
+    """The reader token's Authorization header."""
+    return bearer(service_tokens["reader"])

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, get_args
 
 import pytest
-from api_support import WAIT_S, bearer, first_instance, wait_for
-from fastapi import FastAPI
+from api_support import WAIT_S, first_instance, wait_for
 from starlette.testclient import TestClient
 
 from powerdrivers import OPERATION_TABLE, Operation
 from powerdrivers.keeper._operations import REQUESTABLE
-from powerdrivers.service._app import create_app
-from powerdrivers.service._fleet import Fleet
 from powerdrivers.service._schemas import RequestedOperation
 
 INSTANCE_FIELDS = {
@@ -32,27 +28,6 @@ INSTANCE_FIELDS = {
 }
 ACTION_FIELDS = {"id", "instance_id", "operation", "status", "outcome", "requested_by", "error"}
 ERROR_FIELDS = {"status", "code", "message", "field", "allowed_states"}
-
-
-@pytest.fixture
-def app(fleet: Fleet) -> FastAPI:
-    return create_app(fleet)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as opened:
-        yield opened
-
-
-@pytest.fixture
-def operator(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["operator"])
-
-
-@pytest.fixture
-def reader(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["reader"])
 
 
 def assert_error(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:

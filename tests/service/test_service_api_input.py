@@ -10,27 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_support import bearer, first_instance
-from fastapi import FastAPI
+from api_support import first_instance
 from starlette.testclient import TestClient
 
-from powerdrivers.service._app import create_app
-from powerdrivers.service._fleet import Fleet
 from powerdrivers.service._http_errors import MAX_BODY_BYTES
 
 ERROR_FIELDS = {"status", "code", "message", "field", "allowed_states"}
-
-
-@pytest.fixture
-def client(fleet: Fleet) -> Iterator[TestClient]:
-    app: FastAPI = create_app(fleet)
-    with TestClient(app, raise_server_exceptions=False) as opened:
-        yield opened
-
-
-@pytest.fixture
-def operator(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["operator"])
 
 
 @pytest.fixture

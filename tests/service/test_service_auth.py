@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,9 +10,7 @@ from api_support import api_endpoints, bearer, concrete_path, first_instance
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from powerdrivers.service._app import create_app
 from powerdrivers.service._auth import COOKIE_NAME, DASHBOARD_HEADER
-from powerdrivers.service._fleet import Fleet
 
 #: Endpoints anyone may call.
 OPEN = {("GET", "/healthz")}
@@ -24,17 +21,6 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 #: Headers making an authorized call end before it streams (the event stream answers 422).
 STOPPERS: dict[str, dict[str, str]] = {"/v1/events": {"Last-Event-ID": "not-a-number"}}
-
-
-@pytest.fixture
-def app(fleet: Fleet) -> FastAPI:
-    return create_app(fleet)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as opened:
-        yield opened
 
 
 def endpoints(app: FastAPI) -> list[tuple[str, str]]:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from api_support import bearer, first_instance, wait_for
-from fastapi import FastAPI
+from api_support import first_instance, wait_for
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from powerdrivers.service._app import create_app
 from powerdrivers.service._fleet import Fleet
-
-
-@pytest.fixture
-def app(fleet: Fleet) -> FastAPI:
-    return create_app(fleet)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app, raise_server_exceptions=False) as opened:
-        yield opened
-
-
-@pytest.fixture
-def reader(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["reader"])
-
-
-@pytest.fixture
-def operator(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["operator"])
 
 
 def samples(

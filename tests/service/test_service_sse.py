@@ -98,19 +98,9 @@ class Stream:
 
 
 @pytest.fixture
-def app(fleet: Fleet) -> FastAPI:
-    return create_app(fleet)
-
-
-@pytest.fixture
 def base_url(app: FastAPI) -> Iterator[str]:
     with serve(app) as url:
         yield url
-
-
-@pytest.fixture
-def operator(service_tokens: dict[str, str]) -> dict[str, str]:
-    return bearer(service_tokens["operator"])
 
 
 def some_instance(base_url: str, headers: dict[str, str]) -> str:
