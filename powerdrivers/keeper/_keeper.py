@@ -24,6 +24,7 @@ from powerdrivers.keeper._acting import Actor
 from powerdrivers.keeper._errors import KeeperError, StoreError
 from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._host import HostWorker
+from powerdrivers.keeper._listeners import SyncListeners
 from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._restart import close_interrupted
@@ -66,8 +67,8 @@ class Keeper:
         self._store = store
         self.settings = settings or KeeperSettings()
         self._actor = Actor(store, self.settings)
-        # Replaced, never changed in place: read without a lock by the poller and the workers.
-        self._sync_listeners: tuple[Callable[[str, float], None], ...] = ()
+        self._synced = SyncListeners(_LOG)
+        # Replaced, never changed in place: the store poller iterates it without a lock.
         self._workers: dict[str, HostWorker] = {
             name: HostWorker(name, driver, store, self.settings, self._actor, self._synced)
             for name, driver in pairs
@@ -288,23 +289,9 @@ class Keeper:
         Called on the host's worker thread, so it must return quickly; what it raises is logged
         and ignored. Returns a function that removes the listener.
         """
-        with self._hosts_lock:
-            self._sync_listeners = (*self._sync_listeners, listener)
-
-        def remove() -> None:
-            with self._hosts_lock:
-                self._sync_listeners = tuple(x for x in self._sync_listeners if x is not listener)
-
-        return remove
+        return self._synced.add(listener)
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _synced(self, host: str, seconds: float) -> None:
-        for listener in self._sync_listeners:
-            try:
-                listener(host, seconds)
-            except Exception:
-                _LOG.exception("keeper: a sync listener failed")
 
     def _attach(self, worker: HostWorker) -> None:
         """Register the claimed host, close its interrupted intents, load and subscribe its worker."""

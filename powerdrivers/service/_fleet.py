@@ -34,6 +34,7 @@ from powerdrivers import (
 from powerdrivers.keeper._errors import HostAlreadyKept, StoreError
 from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._keeper import Keeper
+from powerdrivers.keeper._listeners import SyncListeners
 from powerdrivers.keeper._model import Action, HistoryRecord, HostView, InstanceView, Policy
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._store_api import HostClaim, KeeperStore
@@ -85,7 +86,7 @@ class Fleet:
         self._claimer: threading.Thread | None = None
         self._claim_pool: ThreadPoolExecutor | None = None
         self._trying: set[str] = set()
-        self._sync_listeners: tuple[Callable[[str, float], None], ...] = ()
+        self._synced = SyncListeners(_LOG)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -141,27 +142,13 @@ class Fleet:
         """Call ``listener(host, seconds)`` after each full resync of a host this process keeps.
 
         May be called before :meth:`start`. The listener runs on the host's worker thread and
-        must return quickly. Returns a function that removes it.
+        must return quickly; what it raises is logged. Returns a function that removes it.
         """
-        with self._lock:
-            self._sync_listeners = (*self._sync_listeners, listener)
-
-        def remove() -> None:
-            with self._lock:
-                self._sync_listeners = tuple(x for x in self._sync_listeners if x is not listener)
-
-        return remove
+        return self._synced.add(listener)
 
     def resync(self, timeout: float = 60.0) -> None:
         """Resync every host this process keeps now; returns once each has (``OperationTimeout`` else)."""
         self._running().resync(timeout)
-
-    def _synced(self, host: str, seconds: float) -> None:
-        for listener in self._sync_listeners:
-            try:
-                listener(host, seconds)
-            except Exception:
-                _LOG.exception("service: a sync listener failed")
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -194,13 +181,7 @@ class Fleet:
 
         Raises ``InvalidOption`` for an unknown power state or policy, a bad cursor or limit.
         """
-        return self.store.instances_page(
-            host=host,
-            power_state=_enum(PowerState, "power_state", power_state),
-            policy=_enum(Policy, "policy", policy),
-            after=after,
-            limit=limit,
-        )
+        return self.store.instances_page(**_page_options(host, power_state, policy, after, limit))
 
     def instances_json(
         self,
@@ -212,13 +193,7 @@ class Fleet:
         limit: int = 100,
     ) -> tuple[str, str | None]:
         """Return :meth:`instances` as the JSON text of the views' dicts, and the cursor (for the API)."""
-        return self.store.instances_page_json(
-            host=host,
-            power_state=_enum(PowerState, "power_state", power_state),
-            policy=_enum(Policy, "policy", policy),
-            after=after,
-            limit=limit,
-        )
+        return self.store.instances_page_json(**_page_options(host, power_state, policy, after, limit))
 
     def instance(self, instance_id: str) -> InstanceView:
         """Return one instance's view. Raises ``UnknownInstance``."""
@@ -422,3 +397,20 @@ def _enum(kind: type[_E], label: str, value: _E | str | None) -> _E | None:
     except ValueError:
         allowed = ", ".join(member.value for member in kind)
         raise InvalidOption(f"{label} is one of {allowed}, not {str(value)[:40]!r}") from None
+
+
+def _page_options(
+    host: str | None,
+    power_state: PowerState | str | None,
+    policy: Policy | str | None,
+    after: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Return a page's arguments for the store, the filters' values checked."""
+    return {
+        "host": host,
+        "power_state": _enum(PowerState, "power_state", power_state),
+        "policy": _enum(Policy, "policy", policy),
+        "after": after,
+        "limit": limit,
+    }
