@@ -7,6 +7,7 @@ the way ``powerdrivers serve`` does (streams closed, then uvicorn's exit).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,14 @@ def api_endpoints(app: FastAPI) -> list[tuple[str, str]]:
 def concrete_path(path: str, instance_id: str = "no-such-instance", action_id: int = 999_999) -> str:
     """Fill a route template's parameters with the given ids."""
     return path.replace("{instance_id}", instance_id).replace("{action_id}", str(action_id))
+
+
+def free_port() -> int:
+    """Return a TCP port of 127.0.0.1 free now (for a server the test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def wait_for(condition: Any, what: str, timeout: float = WAIT_S) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
+from api_support import free_port
 from sqlalchemy.engine import make_url
 
 from powerdrivers import PowerState
@@ -42,13 +42,6 @@ def _wait_for(condition: Callable[[], _T | None], what: str, timeout: float = _W
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -145,7 +138,7 @@ def test_a_sigkilled_serve_process_hosts_are_taken_over(
     service_config_factory: Callable[..., ServiceConfig], postgres_url: str
 ) -> None:
     served = service_config_factory(
-        store=postgres_url, extra=_FAST, name="served.toml", listen=f"127.0.0.1:{_free_port()}"
+        store=postgres_url, extra=_FAST, name="served.toml", listen=f"127.0.0.1:{free_port()}"
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "powerdrivers", "serve", "--config", str(served.path)],

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from api_support import bearer, wait_for
+from api_support import bearer, free_port, wait_for
 from powerdrivers_fake import FakeDriver
 from test_service_sse import Stream
 
@@ -98,13 +97,6 @@ class ServeProcess:
                 self.process.wait(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def start_serve(tmp_path: Path) -> Iterator[Callable[[ServiceConfig], ServeProcess]]:
     """Return a function starting ``powerdrivers serve`` on a config; every process is stopped after."""
@@ -142,7 +134,7 @@ def _served(
         store=postgres_url,
         extra=extra,
         name=f"served-{hosts}.toml",
-        listen=f"127.0.0.1:{_free_port()}",
+        listen=f"127.0.0.1:{free_port()}",
         guest_delay=guest_delay,
     )
 

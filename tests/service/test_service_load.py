@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from api_support import bearer
+from api_support import bearer, free_port
 
 from powerdrivers.service._config import ServiceConfig
 
@@ -63,13 +62,6 @@ def serving(config: ServiceConfig) -> Iterator[str]:
         if process.poll() is None:
             process.kill()
             process.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_many_concurrent_clients_get_no_server_error(

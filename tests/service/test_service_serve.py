@@ -16,19 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_support import free_port
 
 from powerdrivers import PowerState, load_driver
 from powerdrivers.service._config import ServiceConfig, load_config
 from powerdrivers.service._serve import prepare_demo
 
 _START_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -58,7 +52,7 @@ def _serving(config: ServiceConfig) -> Iterator[tuple[subprocess.Popen[str], str
 def test_serve_announces_answers_and_stops_on_sigterm(
     service_config_factory: Callable[..., ServiceConfig], service_tokens: dict[str, str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = service_config_factory(listen=f"127.0.0.1:{port}")
     with _serving(config) as (process, line):
         assert line == f"powerdrivers service on http://127.0.0.1:{port}/ (2 hosts, store {config.store})\n"
@@ -81,7 +75,7 @@ def test_serve_announces_answers_and_stops_on_sigterm(
 
 
 def test_serve_stops_on_sigint_too(service_config_factory: Callable[..., ServiceConfig]) -> None:
-    config = service_config_factory(hosts=1, listen=f"127.0.0.1:{_free_port()}")
+    config = service_config_factory(hosts=1, listen=f"127.0.0.1:{free_port()}")
     with _serving(config) as (process, _):
         process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=30)
@@ -194,7 +188,7 @@ def test_an_address_already_taken_exits_1_in_one_line_and_frees_its_hosts(
     )
     assert "Traceback" not in done.stderr
     # Nothing stays claimed: a service started next keeps the host.
-    next_port = _free_port()
+    next_port = free_port()
     with _serving(service_config_factory(hosts=1, listen=f"127.0.0.1:{next_port}")) as (_, line):
         assert line.startswith("powerdrivers service on ")
         assert httpx.get(f"http://127.0.0.1:{next_port}/healthz").json()["hosts"] == ["host-1"]
