@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ CommandAdder = Callable[[str, Callable[[argparse.Namespace], int], str], argpars
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 #: Seconds uvicorn waits for open requests after a stop signal, once streams are closed.
 _GRACEFUL_S = 5
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_LOG = logging.getLogger("powerdrivers.service")
 _EXTRA_MODULES = ("fastapi", "uvicorn", "jinja2", "prometheus_client", "sqlalchemy")
 
 
@@ -94,52 +97,73 @@ def _configure_logging(level: str) -> None:
 
 
 def run_service(config: ServiceConfig, log_level: str = "info") -> None:
-    """Start the fleet, serve its app until SIGTERM or SIGINT, then stop everything cleanly.
+    """Listen, start the fleet, serve its app until SIGTERM or SIGINT, then stop everything cleanly.
 
-    Raises ``StoreError`` when the store cannot be opened and ``ListenFailed`` when the address
-    cannot be listened on (either way nothing is left running).
+    The address is bound first, so a service that cannot listen never acts on a host. A stop
+    signal while the fleet starts (its first resyncs can take a while) ends it there, cleanly.
+    Raises ``ListenFailed`` when the address cannot be listened on and ``StoreError`` when the
+    store cannot be opened (either way nothing is left running).
     """
     import uvicorn
 
     from powerdrivers.service._app import create_app
     from powerdrivers.service._fleet import Fleet
 
-    # uvicorn re-raises the signal it stopped for once it is done: a no-op handler here makes
-    # that the end of a clean stop (exit 0), not a death by the signal.
-    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in _STOP_SIGNALS}
     fleet = Fleet(config)
+    listening: socket.socket | None = None
     try:
-        fleet.start()
-        app = create_app(fleet)
-        server_config = uvicorn.Config(
-            app,
-            host=config.listen_host,
-            port=config.listen_port,
-            log_config=None,
-            log_level=log_level,
-            timeout_graceful_shutdown=_GRACEFUL_S,
-            server_header=False,
-        )
-        server = _make_server(server_config, config)
         try:
-            server.run()
-        except SystemExit:
-            # uvicorn exits by itself when it cannot bind (its own code, 3, which is ours for
-            # "instance not found"); the error it logged says why.
-            if server.started:
-                raise
-        if not server.started:
-            raise ListenFailed(
-                f"cannot listen on {config.listen_host}:{config.listen_port} (see the error above)"
+            # Built before the fleet starts, so that its metrics hear the first resyncs too.
+            app = create_app(fleet)
+            server_config = uvicorn.Config(
+                app,
+                host=config.listen_host,
+                port=config.listen_port,
+                log_config=None,
+                log_level=log_level,
+                timeout_graceful_shutdown=_GRACEFUL_S,
+                server_header=False,
             )
+            listening = _listen(server_config, config)
+            fleet.start()
+            # uvicorn re-raises the signal it stopped for once it is done: a no-op handler here
+            # makes that the end of a clean stop (exit 0), not a death by the signal.
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, _ignore)
+        except _StopRequested:
+            _LOG.info("service: stopped while starting")
+            return
+        _make_server(server_config, config).run(sockets=[listening])
     finally:
         fleet.stop()
+        if listening is not None:
+            listening.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+class _StopRequested(Exception):
+    """A stop signal arrived before the service began serving."""
+
+
+def _stop_requested(*_: object) -> None:
+    raise _StopRequested
+
+
 def _ignore(*_: object) -> None:
     """Swallow the stop signal uvicorn raises again after its own clean stop."""
+
+
+def _listen(server_config: uvicorn.Config, config: ServiceConfig) -> socket.socket:
+    """Bind and listen on the service's address (uvicorn's own way), or raise ``ListenFailed``."""
+    try:
+        return server_config.bind_socket()
+    except SystemExit:
+        # uvicorn logged why (in use, no right to the port) and asked to exit.
+        raise ListenFailed(
+            f"cannot listen on {config.listen_host}:{config.listen_port} (see the error above)"
+        ) from None
 
 
 def _make_server(server_config: uvicorn.Config, config: ServiceConfig) -> uvicorn.Server:

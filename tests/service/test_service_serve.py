@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 from api_support import free_port
 
 from powerdrivers import PowerState, load_driver
+from powerdrivers.keeper import HostView, SqlStore, StoreError
 from powerdrivers.service._config import ServiceConfig, load_config
 from powerdrivers.service._serve import prepare_demo
 
@@ -64,6 +66,13 @@ def test_serve_announces_answers_and_stops_on_sigterm(
         )
         assert hosts.status_code == 200
         assert httpx.get(f"{base}/v1/hosts", timeout=10).status_code == 401
+        # The metrics were there before the fleet started: each host's first resync is counted.
+        metrics = httpx.get(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {service_tokens['reader']}"}, timeout=10
+        ).text
+        for host in ("host-1", "host-2"):
+            counted = re.search(rf'powerdrivers_sync_duration_seconds_count{{host="{host}"}} (\S+)', metrics)
+            assert counted is not None and float(counted.group(1)) >= 1
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         out, errors = process.communicate(timeout=30)
@@ -187,8 +196,52 @@ def test_an_address_already_taken_exits_1_in_one_line_and_frees_its_hosts(
         f"powerdrivers: error: cannot listen on 127.0.0.1:{port} (see the error above)\n"
     )
     assert "Traceback" not in done.stderr
+    assert "keeping host" not in done.stderr  # the address is bound before any host is taken on
     # Nothing stays claimed: a service started next keeps the host.
     next_port = free_port()
     with _serving(service_config_factory(hosts=1, listen=f"127.0.0.1:{next_port}")) as (_, line):
         assert line.startswith("powerdrivers service on ")
         assert httpx.get(f"http://127.0.0.1:{next_port}/healthz").json()["hosts"] == ["host-1"]
+
+
+def test_a_stop_signal_while_the_fleet_starts_stops_it_there_cleanly(
+    service_config_factory: Callable[..., ServiceConfig], tmp_path: Path
+) -> None:
+    # Every call of the host's driver takes 3 s, so the first resync holds the start that long.
+    config = service_config_factory(hosts=1, listen=f"127.0.0.1:{free_port()}", host_options="latency = 3")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "powerdrivers", "serve", "--config", str(config.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        store = SqlStore(config.store)
+        try:
+            deadline = time.monotonic() + _START_S
+            while not any(host.owner for host in _hosts(store)):
+                assert time.monotonic() < deadline, "the host was never claimed"
+                time.sleep(0.05)
+        finally:
+            store.close()
+        process.send_signal(signal.SIGTERM)
+        out, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, errors
+    assert out == ""  # it never began serving
+    assert "Traceback" not in errors
+    store = SqlStore(config.store)
+    try:
+        assert [host.owner for host in store.hosts()] == [None]  # its claim was released
+    finally:
+        store.close()
+
+
+def _hosts(store: SqlStore) -> list[HostView]:
+    try:
+        return store.hosts()
+    except StoreError:
+        return []  # the service is creating the store's tables
