@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 from powerdrivers import (
     OPERATION_TABLE,
     Driver,
+    HypervisorConnectionError,
     InvalidOption,
     InvalidStateTransition,
     Operation,
@@ -230,10 +231,22 @@ class Fleet:
 
         Raises ``InvalidOption`` (operation or options), ``UnknownInstance``,
         ``InvalidStateTransition`` (the stored power state does not allow the operation: the
-        error's ``allowed`` names the states that do), ``ActionInFlight``; nothing is written then.
+        error's ``allowed`` names the states that do), ``ActionInFlight``, and
+        ``HypervisorConnectionError`` when no process can act on the instance's host now (it is
+        unreachable, or nobody keeps it): nothing is written then, so nothing runs later.
         """
         checked, _ = check_request(operation, options)
         view = self.store.instance(instance_id)
+        host = next((known for known in self.store.hosts() if known.name == view.host), None)
+        if host is None or host.owner is None:
+            raise HypervisorConnectionError(
+                f"no service process keeps host {view.host!r} now; ask again once one does"
+            )
+        if not host.reachable:
+            raise HypervisorConnectionError(
+                f"host {view.host!r} cannot be reached now ({host.error or 'no answer'}); "
+                "ask again once it can"
+            )
         rule = OPERATION_TABLE[checked]
         if view.power_state not in rule.allowed_from | rule.already_done_in:
             raise InvalidStateTransition(

@@ -107,10 +107,12 @@ def api_error_of(exc: PowerDriversError, *, field: str | None = None) -> ApiErro
         return ApiError(409, message, code="host_already_kept")
     if isinstance(exc, (InstanceNotFound, UnknownAction)):
         return ApiError(404, message)
-    if isinstance(exc, StoreUnavailable):
-        return ApiError(503, message, code="store_unavailable")
     if isinstance(exc, StoreError):
-        return ApiError(503, message, code="store_error")
+        # The store's own message names the database (user, host, port, name): for the log only.
+        _LOG.warning("service: a request met a store error: %s", message)
+        if isinstance(exc, StoreUnavailable):
+            return ApiError(503, "the store cannot be reached now; try again later", code="store_unavailable")
+        return ApiError(503, "the store failed to answer; try again later", code="store_error")
     if isinstance(exc, HypervisorConnectionError):
         return ApiError(503, message, code="host_unreachable")
     if isinstance(exc, ConfigurationError):

@@ -6,13 +6,22 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from powerdrivers import InvalidOption, InvalidStateTransition, PowerDriversError, PowerState, load_driver
-from powerdrivers.keeper import ActionStatus, Policy, RecordKind, StoreError, UnknownInstance
+from powerdrivers import (
+    HypervisorConnectionError,
+    InstanceReading,
+    InvalidOption,
+    InvalidStateTransition,
+    PowerDriversError,
+    PowerState,
+    load_driver,
+)
+from powerdrivers.keeper import ActionStatus, Cause, Policy, RecordKind, StoreError, UnknownInstance
 from powerdrivers.service._bus import EventBus, ServiceEvent, SubscriptionClosed, SubscriptionOverflow
 from powerdrivers.service._config import ServiceConfig, load_config
 from powerdrivers.service._fleet import Fleet
@@ -295,3 +304,22 @@ def test_hosts_are_taken_on_concurrently_so_a_slow_one_holds_up_no_other(
         assert abs(ended["host-1"] - ended["host-2"]) < 1.0
     finally:
         fleet.stop()
+
+
+def test_an_action_on_a_host_nobody_can_reach_is_refused_and_nothing_is_written(fleet: Fleet) -> None:
+    (target, *_), _ = fleet.instances(host="host-1", power_state="running")
+    fleet.store.set_host_reachable("host-1", False, datetime.now(UTC), "connection refused")
+    with pytest.raises(HypervisorConnectionError, match="'host-1' cannot be reached now"):
+        fleet.request(target.id, "power_off", "ops")
+    # A host no process keeps (its owner gone, nobody took it over yet) cannot act either.
+    fleet.store.register_host("ghost", "fake", None)
+    ghost = InstanceReading(
+        "ghost-1", "ghost-1", PowerState.RUNNING, None, "running", None, datetime.now(UTC)
+    )
+    fleet.store.record_observation("ghost", ghost, previous=None, cause=Cause.APPEARED)
+    with pytest.raises(HypervisorConnectionError, match="no service process keeps host 'ghost'"):
+        fleet.request("ghost-1", "power_off", "ops")
+    assert fleet.store.open_actions() == []
+    fleet.store.set_host_reachable("host-1", True, datetime.now(UTC))
+    action = fleet.request(target.id, "power_off", "ops")
+    _wait_for(lambda: fleet.action(action.id).status is ActionStatus.DONE, "the action once it answers")
