@@ -49,7 +49,7 @@ def decode_cursor(cursor: object) -> tuple[str, str]:
     if (
         isinstance(value, list)
         and len(value) == 2
-        and all(isinstance(part, str) and len(part) <= _MAX_TEXT for part in value)
+        and all(isinstance(part, str) and len(part) <= _MAX_TEXT and "\x00" not in part for part in value)
     ):
         return value[0], value[1]
     raise InvalidOption("cursor is not one this store gave (take it from the previous page's next)")
@@ -163,6 +163,9 @@ def _page_query(
     if host is not None:
         if not isinstance(host, str):
             raise InvalidOption(f"host must be text, not {type(host).__name__}")
+        if "\x00" in host:
+            # No host name holds one (PostgreSQL's text cannot): a bad filter, not a store error.
+            raise InvalidOption("host must not contain a NUL character")
         query = query.where(instances.c.host == host)
     if power_state is not None:
         query = query.where(instances.c.power_state == _choice(PowerState, "power_state", power_state))
@@ -174,12 +177,19 @@ def _page_query(
 
 
 def _open_actions(connection: Connection, first_host: str, last_host: str) -> dict[str, Action]:
-    """Return the open actions of the hosts from ``first_host`` to ``last_host``, by instance id.
+    """Return the open actions of the instances now on the hosts from ``first_host`` to ``last_host``.
 
     Open actions are few (the partial unique index holds them): those of the page's hosts,
-    rather than a thousand ids bound one by one.
+    rather than a thousand ids bound one by one. The instance's host decides, not the action's:
+    an instance moved since its action opened still shows that action.
     """
-    opened = select(actions).where(
-        actions.c.status.in_(OPEN_STATUSES), actions.c.host >= first_host, actions.c.host <= last_host
+    opened = (
+        select(actions)
+        .join(instances, instances.c.id == actions.c.instance_id)
+        .where(
+            actions.c.status.in_(OPEN_STATUSES),
+            instances.c.host >= first_host,
+            instances.c.host <= last_host,
+        )
     )
     return {found.instance_id: action(found) for found in connection.execute(opened)}

@@ -9,6 +9,7 @@ operator tokens only, never merely hidden.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from powerdrivers.keeper import (
     KeeperError,
     Policy,
     RecordKind,
-    StoreUnavailable,
+    StoreError,
     UnknownInstance,
 )
 from powerdrivers.service._auth import COOKIE_NAME, Principal, authenticate, principal_for_token
@@ -37,6 +38,7 @@ from powerdrivers.service._dashboard_timeline import DEFAULT_PERIOD, PERIODS, bu
 if TYPE_CHECKING:
     from powerdrivers.service._api import ServiceFleet as Fleet
 
+_LOG = logging.getLogger("powerdrivers.service")
 _HERE: Final = Path(__file__).parent
 _TEMPLATES: Final = Jinja2Templates(directory=_HERE / "templates")
 
@@ -131,8 +133,8 @@ def fleet_page(request: Request) -> Response:
     try:
         rows, truncated = _all_instances(fleet)
         hosts = sorted({h.name for h in fleet.hosts()} | {row.host for row in rows})
-    except StoreUnavailable as error:
-        return _problem(request, principal, 503, str(error))
+    except StoreError as error:
+        return _store_problem(request, principal, error)
     context = {
         "title": "Fleet",
         "principal": principal,
@@ -201,14 +203,22 @@ def _instance_response(request: Request, instance_id: str, period: str, template
         choices = ", ".join(PERIODS)
         return _problem(request, principal, 400, f"period must be one of {choices}, not {period[:40]!r}")
     try:
+        if any(character < " " or character == "\x7f" for character in instance_id):
+            raise UnknownInstance(instance_id)  # no hypervisor names one so (PostgreSQL could not keep it)
         context = _instance_context(request, principal, instance_id, period)
     except UnknownInstance:
         return _problem(request, principal, 404, f"no instance has the id {instance_id[:80]!r}")
-    except StoreUnavailable as error:
-        return _problem(request, principal, 503, str(error))
+    except StoreError as error:
+        return _store_problem(request, principal, error)
     except KeeperError as error:
         return _problem(request, principal, 400, str(error))
     return _render(request, template, context)
+
+
+def _store_problem(request: Request, principal: Principal, error: StoreError) -> Response:
+    # The store's message names the database (user, host, port, name): for the log only.
+    _LOG.warning("dashboard: a page met a store error: %s", error)
+    return _problem(request, principal, 503, "The store cannot be reached now; try again in a moment.")
 
 
 def instance_page(request: Request, instance_id: str, period: str = DEFAULT_PERIOD) -> Response:

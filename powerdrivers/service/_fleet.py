@@ -318,7 +318,8 @@ class Fleet:
             return
         try:
             self._running().add_host(host.name, driver, claim=claim, wait=wait)
-        except PowerDriversError as error:
+        except Exception as error:
+            # add_host released the claim; the driver is this fleet's to close, whatever failed.
             driver.close()
             self._retry_later(host.name)
             _LOG.warning("service: host %s: cannot keep it: %s", host.name, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,9 +82,15 @@ def _views(
         assert following_json == following
         made.extend(view.to_dict() for view in page)
         written.extend(json.loads(text))
+        # Types too: 1 == True and 3.0 == 3 in Python, but not in JSON.
+        assert _typed(json.loads(text)) == _typed([view.to_dict() for view in page])
         if following is None:
             return made, written
         after = following
+
+
+def _typed(items: list[dict[str, Any]]) -> str:
+    return json.dumps(items, sort_keys=True)
 
 
 def test_every_page_is_the_views_dicts_key_for_key(store: SqlStore) -> None:
@@ -109,7 +116,10 @@ def test_the_open_action_is_filled_in(store: SqlStore) -> None:
 
 def test_the_same_checks_refuse_the_same_input(store: SqlStore) -> None:
     _fill(store)
+    nul_cursor = base64.urlsafe_b64encode(json.dumps(["alpha\u0000", "a-0"]).encode()).decode().rstrip("=")
     for bad in (
+        {"host": "al\x00pha"},
+        {"after": nul_cursor},
         {"limit": 0},
         {"limit": 1001},
         {"after": "not a cursor"},
@@ -138,3 +148,15 @@ def test_any_name_and_time_come_out_as_the_view_says(store: SqlStore, name: str,
     )
     made, written = _views(store, 10, host="h")
     assert written == made
+
+
+def test_an_instance_moved_to_another_host_keeps_showing_its_open_action(store: SqlStore) -> None:
+    _fill(store)
+    moved = _reading("b-1", "busy", PowerState.RUNNING, T0 + timedelta(minutes=7))
+    store.record_observation("alpha", moved, previous=PowerState.RUNNING, cause=Cause.OUT_OF_BAND)
+    assert store.instance("b-1").in_flight is not None
+    views, _ = store.instances_page(host="alpha", limit=1000)
+    text, _ = store.instances_page_json(host="alpha", limit=1000)
+    [view] = [view for view in views if view.id == "b-1"]
+    [item] = [item for item in json.loads(text) if item["id"] == "b-1"]
+    assert view.in_flight is not None and item["in_flight"] == view.in_flight.to_dict()

@@ -181,3 +181,13 @@ def test_a_change_on_the_sign_in_cookie_needs_the_dashboards_header(
     answer = client.put(path, json={"policy": "on_failure"}, headers={"X-Powerdrivers-Dashboard": "1"})
     assert answer.status_code == 200, answer.text
     assert fleet.instance(instance.id).policy.value == "on_failure"
+
+
+def test_an_id_holding_a_control_character_is_no_instance(
+    client: TestClient, service_tokens: dict[str, str]
+) -> None:
+    _sign_in(client, service_tokens["reader"])
+    for odd in ("a%00b", "a%0Ab", "%7F"):
+        answer = client.get(f"/instances/{odd}")
+        assert answer.status_code == 404
+        assert "no instance has the id" in answer.text
