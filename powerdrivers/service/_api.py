@@ -247,11 +247,13 @@ def get_history(
 ) -> JSONResponse:
     """Return the instance's records, newest first; pass ``next`` as ``before`` for the older page."""
     fleet = fleet_of(request)
-    records = fleet.history(instance_id, limit=limit, before=before)
+    # One record more than the page: whether an older page exists, so a full last page ends in null.
+    records = fleet.history(instance_id, limit=limit + 1, before=before)
     if not records:
         fleet.instance(instance_id)  # an unknown instance is a 404, not an empty page
-    following = records[-1].id if len(records) == limit else None
-    return _json({"items": [record.to_dict() for record in records], "next": following})
+    page = records[:limit]
+    following = page[-1].id if len(records) > limit else None
+    return _json({"items": [record.to_dict() for record in page], "next": following})
 
 
 def _notify(request: Request, event: str, action: Action) -> None:

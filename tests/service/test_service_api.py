@@ -230,7 +230,13 @@ def test_history_pages_back_with_next(client: TestClient, operator: dict[str, st
         before = page["next"]
         if before is None:
             break
+        assert page["items"]  # a page with a next is never followed by an empty one
     assert paged == ids
+    # A last page exactly full says so: its next is null, not the start of an empty page.
+    exact = client.get(
+        f"/v1/instances/{instance['id']}/history", headers=operator, params={"limit": len(ids)}
+    ).json()
+    assert [record["id"] for record in exact["items"]] == ids and exact["next"] is None
 
 
 def test_healthz_needs_no_token(client: TestClient) -> None:
