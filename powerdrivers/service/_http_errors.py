@@ -233,7 +233,12 @@ class UnexpectedErrors:
 
 
 class BodyLimit:
-    """Refuse a request body over ``MAX_BODY_BYTES`` with 413, before any endpoint reads it."""
+    """Refuse a request body over ``MAX_BODY_BYTES`` with 413, before any endpoint reads it.
+
+    Also a body sent to ``/v1`` as anything but JSON (422, ``body``): whether the framework
+    reads a body without a content type as JSON differs between its versions, so the API
+    decides that once, here.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -264,7 +269,21 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if size and str(scope.get("path", "")).startswith("/v1/") and not _is_json(scope):
+            not_json = ApiError(
+                422, "body: must be JSON sent as Content-Type: application/json", field="body"
+            )
+            await error_response(not_json)(scope, receive, send)
+            return
         await self.app(scope, _replay(chunks, None, receive), send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
 
 
 def _replay(chunks: list[bytes], first: Message | None, receive: Receive) -> Receive:
