@@ -111,7 +111,8 @@ def test_stop_during_an_action_lets_it_finish_and_closes_its_intent(store: SqlSt
 
 
 def test_a_transition_is_recorded_with_the_observation_that_began_it(store: SqlStore) -> None:
-    with fake_host() as driver, running_keeper(store, {"h1": driver}) as keeper:
+    # The guest takes a second to shut down: long enough for the transition to be seen under load.
+    with fake_host(guest_delay=1.0) as driver, running_keeper(store, {"h1": driver}) as keeper:
         action = keeper.request(WEB1, "shutdown", requested_by="ops", timeout=5)
         assert keeper.wait(action.id).status is ActionStatus.DONE
         observed = records(keeper, WEB1, RecordKind.OBSERVED)
