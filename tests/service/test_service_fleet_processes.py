@@ -315,9 +315,14 @@ def test_postgresql_stopped_means_no_action_until_it_is_back_then_the_keeper_res
         assert restarted["time"] >= back_at
         view = f"/v1/instances/{target['id']}"
         wait_for(lambda: api.get(view).json()["power_state"] == "running", "the correction to be read")
-        history = api.get(f"{view}/history").json()["items"]
-        actions = [(r["operation"], r["outcome"]) for r in history if r["kind"] == "action"]
-        assert actions == [("start", "done")]
+
+        def actions() -> list[tuple[str, str]]:
+            history = api.get(f"{view}/history").json()["items"]
+            return [(r["operation"], r["outcome"]) for r in history if r["kind"] == "action"]
+
+        # The action's record is written once the driver has returned, after the state is seen.
+        wait_for(actions, "the correction's action record")
+        assert actions() == [("start", "done")]
         after = _records(store)
         assert {key: after.get(key) for key in before_stop} == before_stop
         assert served.process.poll() is None
