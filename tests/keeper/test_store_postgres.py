@@ -245,8 +245,9 @@ def test_a_server_that_crashes_loses_the_claims_and_the_store_works_once_it_is_b
     assert not pg_store.available()
     with pytest.raises(StoreUnavailable):
         pg_store.set_policy("nothing", Policy.ALWAYS, "alice")
-    postgres.start()
+    # Cleared before the server is back: the listener may reconnect (and wake) before start() returns.
     wakes.clear()
+    postgres.start()
     assert pg_store.available()
     wait_until(lambda: wakes, timeout=10, what="the listener to be woken once reconnected")
     again = pg_store.claim_host("h1")
