@@ -69,7 +69,8 @@ def json_page(dialect: str, narrow: Callable[[Select[Any]], Select[Any]]) -> Sel
             if key in _TIMES:
                 value = _sqlite_time(qualified)
             elif key in _FLAGS:
-                value = f"json(CASE WHEN {qualified} THEN 'true' ELSE 'false' END)"
+                # json('true') is a constant, made once per statement rather than once per row.
+                value = f"CASE WHEN {qualified} THEN json('true') ELSE json('false') END"
             else:
                 value = qualified
             parts.append(f"'{key}', {value}")
