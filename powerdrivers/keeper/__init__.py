@@ -28,6 +28,7 @@ from powerdrivers.keeper._model import (
     InstanceView,
     Policy,
     RecordKind,
+    VcpuSample,
 )
 from powerdrivers.keeper._paths import default_store_url
 from powerdrivers.keeper._settings import KeeperSettings
@@ -58,6 +59,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownAction",
     "UnknownInstance",
+    "VcpuSample",
     "default_store_url",
     "open_store",
 ]

@@ -1,4 +1,4 @@
-"""The keeper's values: run policies, actions (intents), history records and the instance view.
+"""The keeper's values: run policies, actions (intents), history records, instance views, VCPU samples.
 
 Plain frozen values shared by the store and the keeper; nothing here touches a database.
 """
@@ -231,4 +231,45 @@ class HostView:
             "since": self.since.isoformat(),
             "error": self.error,
             "owner": self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuSample:
+    """How one VCPU of a running instance spent one sampling window, as the keeper stored it.
+
+    ``at`` is the window's end (timezone-aware UTC) and ``window_s`` its length; ``running``,
+    ``blocked`` and ``waiting`` (steal) are fractions of the window, as in
+    :class:`powerdrivers.VcpuStats`; ``halted`` (a fraction, part of blocked) and the exit rates
+    (per second) are ``None`` where the instance's driver cannot measure them.
+    """
+
+    instance_id: str
+    host: str
+    vcpu: int
+    at: datetime
+    window_s: float
+    running: float
+    blocked: float
+    waiting: float
+    halted: float | None = None
+    halt_exits: float | None = None
+    io_exits: float | None = None
+    mmio_exits: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (the service's VCPU sample); ``None`` where not measured."""
+        return {
+            "instance_id": self.instance_id,
+            "host": self.host,
+            "vcpu": self.vcpu,
+            "at": self.at.isoformat(),
+            "window_s": self.window_s,
+            "running": self.running,
+            "blocked": self.blocked,
+            "waiting": self.waiting,
+            "halted": self.halted,
+            "halt_exits": self.halt_exits,
+            "io_exits": self.io_exits,
+            "mmio_exits": self.mmio_exits,
         }

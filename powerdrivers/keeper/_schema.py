@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from powerdrivers.keeper._errors import KeeperError
 
 #: The Alembic revision the tables below are at; the store upgrades any older database to it.
-SCHEMA_REVISION: Final = "0004"
+SCHEMA_REVISION: Final = "0005"
 
 #: The action statuses that count as open (at most one such action per instance).
 OPEN_STATUSES: Final = ("pending", "running")
@@ -154,6 +155,30 @@ history = Table(
     Column("transition", String(_ENUM), nullable=True),
     # One instance's records newest first, and paging back by id, are walks of this index.
     Index("ix_history_instance_id_id", "instance_id", "id"),
+)
+
+# One row per VCPU per sampling round. No foreign key: samples outlive their instance, as history
+# does; retention is by age (``at``), trimmed from the oldest end through ``ix_vcpu_samples_at``.
+vcpu_samples = Table(
+    "vcpu_samples",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("instance_id", String(_NAME), nullable=False),
+    Column("host", String(_NAME), nullable=False),
+    Column("vcpu", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("window_s", Float, nullable=False),
+    Column("running", Float, nullable=False),
+    Column("blocked", Float, nullable=False),
+    Column("waiting", Float, nullable=False),
+    # NULL: the driver cannot measure it (never a made-up 0).
+    Column("halted", Float, nullable=True),
+    Column("halt_exits", Float, nullable=True),
+    Column("io_exits", Float, nullable=True),
+    Column("mmio_exits", Float, nullable=True),
+    # One instance's samples over a period, in time order, are a walk of this index.
+    Index("ix_vcpu_samples_instance_id_at", "instance_id", "at"),
+    Index("ix_vcpu_samples_at", "at"),
 )
 
 # The partial unique index: one open action per instance, enforced by the database itself, so two

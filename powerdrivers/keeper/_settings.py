@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from powerdrivers import InvalidOption, parse_count, parse_duration, parse_number
+
+#: The shortest VCPU sampling interval (a shorter one would only measure the sampling itself).
+MIN_VCPU_SAMPLE_INTERVAL: Final = 0.01
+
+#: The longest VCPU retention: a year (the samples-per-VCPU bound usually binds first).
+MAX_VCPU_RETENTION: Final = 366 * 86400.0
+
+#: The most samples kept per VCPU: ``vcpu_retention / vcpu_sample_interval`` may not exceed it.
+MAX_VCPU_SAMPLES_KEPT: Final = 100_000
 
 
 def default_identity() -> str:
@@ -43,6 +52,10 @@ class KeeperSettings:
     """Seconds a graceful shutdown the keeper issues waits for the guest before forcing."""
     identity: str = ""
     """Who this keeper is in actions and history; empty means ``keeper@HOST:PID``."""
+    vcpu_sample_interval: float = 15.0
+    """Seconds between VCPU samples of a host's running instances; 0 turns sampling off."""
+    vcpu_retention: float = 86400.0
+    """Seconds VCPU samples are kept in the store; older ones are deleted."""
 
     @classmethod
     def from_options(cls, **options: Any) -> KeeperSettings:
@@ -59,6 +72,8 @@ class KeeperSettings:
                 checked[name] = parse_count(name, value, minimum=1, maximum=1000)
             elif name == "backoff_jitter":
                 checked[name] = parse_number(name, value, minimum=0.0, maximum=1.0)
+            elif name == "vcpu_retention":
+                checked[name] = parse_duration(name, value, positive=True, maximum=MAX_VCPU_RETENTION)
             elif name == "identity":
                 checked[name] = check_identity(name, value)
             else:
@@ -70,12 +85,30 @@ class KeeperSettings:
                 f"backoff_base ({settings.backoff_base:g} s) must not exceed "
                 f"backoff_cap ({settings.backoff_cap:g} s)"
             )
+        _check_vcpu_sampling(settings.vcpu_sample_interval, settings.vcpu_retention)
         return settings
 
     @property
     def who(self) -> str:
         """The identity written into actions and history."""
         return self.identity or default_identity()
+
+
+def _check_vcpu_sampling(interval: float, retention: float) -> None:
+    """Refuse an interval too short to mean anything, or more samples kept per VCPU than the bound."""
+    if interval == 0:
+        return
+    if interval < MIN_VCPU_SAMPLE_INTERVAL:
+        raise InvalidOption(
+            f"vcpu_sample_interval must be 0 (off) or at least {MIN_VCPU_SAMPLE_INTERVAL:g} seconds, "
+            f"not {interval:g}"
+        )
+    if retention / interval > MAX_VCPU_SAMPLES_KEPT:
+        raise InvalidOption(
+            f"vcpu_retention ({retention:g} s) / vcpu_sample_interval ({interval:g} s) keeps "
+            f"{retention / interval:.0f} samples per VCPU, more than {MAX_VCPU_SAMPLES_KEPT:,}: "
+            "lengthen the interval or shorten the retention"
+        )
 
 
 def check_identity(label: str, value: object) -> str:

@@ -40,6 +40,7 @@ from powerdrivers.keeper._store_rows import (
     instance_view,
     record_values,
 )
+from powerdrivers.keeper._store_vcpu import VcpuSampleStore
 from powerdrivers.keeper._store_views import StoreViews
 
 _FINAL = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.INTERRUPTED})
@@ -50,7 +51,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlStore(StoreViews):
+class SqlStore(StoreViews, VcpuSampleStore):
     """``KeeperStore`` in an SQL database; opening it upgrades the database's schema to this version's.
 
     ``url`` is an SQLAlchemy URL (``sqlite:///path/keeper.db``, ``postgresql+psycopg://...``);

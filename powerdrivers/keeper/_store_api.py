@@ -8,11 +8,11 @@ Times are timezone-aware UTC. Listeners (``add_change_listener``) are woken afte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from powerdrivers import InstanceReading, PowerState
+from powerdrivers import InstanceReading, InstanceVcpuStats, PowerState
 from powerdrivers.keeper._model import (
     Action,
     ActionStatus,
@@ -22,6 +22,7 @@ from powerdrivers.keeper._model import (
     InstanceView,
     Policy,
     RecordKind,
+    VcpuSample,
 )
 
 
@@ -222,6 +223,35 @@ class KeeperStore(Protocol):
 
     def last_record_id(self) -> int:
         """Return the newest history record's id (0 when there is none)."""
+
+    # -- VCPU samples ------------------------------------------------------------------------
+    def record_vcpu_samples(self, host: str, at: datetime, samples: Sequence[InstanceVcpuStats]) -> int:
+        """Store one sampling round of a host, a row per VCPU of each instance at ``at``; return the rows.
+
+        ``at`` is the end of the round's windows. One transaction; nothing for no samples. Not a
+        change another keeper must act on: the change cursor stays and change listeners are not
+        woken. Raises ``KeeperError`` for a naive ``at``, an empty host name or a value that is
+        not an ``InstanceVcpuStats`` of ``VcpuStats``, before anything is written.
+        """
+
+    def vcpu_samples(
+        self, instance_id: str, since: datetime, until: datetime | None = None, limit: int = 10_000
+    ) -> list[VcpuSample]:
+        """Return the instance's samples with ``since < at <= until`` (no end if ``None``), by (at, vcpu).
+
+        At most ``limit`` (the oldest first). Samples outlive their instance, as history does, so
+        an instance the store does not know has none (``[]``, no ``UnknownInstance``). Raises
+        ``InvalidOption`` for a ``limit`` outside 1 to 100,000 and ``KeeperError`` for a naive time.
+        """
+
+    def latest_vcpu_samples(self, host: str | None = None) -> list[VcpuSample]:
+        """Return the newest sample of each (instance, VCPU) (of one host, if given), by instance and VCPU."""
+
+    def trim_vcpu_samples(self, before: datetime) -> int:
+        """Delete the samples with ``at < before``; return how many. Raises ``KeeperError`` for a naive time.
+
+        Wakes no change listener, as recording does not.
+        """
 
     # -- watching and health -----------------------------------------------------------------
     def add_change_listener(self, callback: Callable[[], None]) -> Callable[[], None]:

@@ -54,6 +54,7 @@ DEFAULT_RETENTION: Final = 1000
 
 
 _PG_BEGIN_WRITE: Final = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
+_PG_BEGIN_QUIET_WRITE: Final = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 
 
 class StoreLocation:
@@ -213,7 +214,9 @@ class StoreConnection:
         self._location = StoreLocation(url)
         self._engine = create_store_engine(self._location)
         self._changes = ChangeListeners(self._engine, self._location)
-        self._begin_write = _PG_BEGIN_WRITE if self._engine.dialect.name == "postgresql" else None
+        postgresql = self._engine.dialect.name == "postgresql"
+        self._begin_write = _PG_BEGIN_WRITE if postgresql else None
+        self._begin_quiet_write = _PG_BEGIN_QUIET_WRITE if postgresql else None
 
     @property
     def redacted_url(self) -> str:
@@ -261,20 +264,23 @@ class StoreConnection:
         return True
 
     @contextmanager
-    def _write(self, what: str) -> Iterator[Connection]:
+    def _write(self, what: str, *, wake: bool = True) -> Iterator[Connection]:
         """One write transaction, holding the store's write lock from its start; listeners are told after.
 
         SQLite: ``BEGIN IMMEDIATE``. PostgreSQL: the transaction advisory lock ``WRITE_LOCK``, so
         writers never deadlock on each other's rows and commit in the order they take ids (a
         reader of history ``records_after`` an id never misses one committed late); in the same
         statement it notifies the change channel, which the server delivers to every listening
-        store at commit and drops when the transaction rolls back.
+        store at commit and drops when the transaction rolls back. With ``wake`` false (a write
+        no keeper acts on, such as VCPU samples every few seconds) nobody is notified.
         """
+        begin = self._begin_write if wake else self._begin_quiet_write
         with translated(self._location, what), self._engine.begin() as connection:
-            if self._begin_write is not None:
-                connection.exec_driver_sql(self._begin_write)
+            if begin is not None:
+                connection.exec_driver_sql(begin)
             yield connection
-        self._changes.notify()
+        if wake:
+            self._changes.notify()
 
     @contextmanager
     def _read(self, what: str) -> Iterator[Connection]:
