@@ -2,7 +2,9 @@
 
 Each app has its own ``CollectorRegistry`` (never the process-wide one), so two apps in one
 process (tests, several fleets) do not mix their numbers. Labels are hosts, states, operations,
-outcomes, HTTP methods, route templates and status codes: never an id, a token or a password.
+outcomes, HTTP methods, route templates and status codes: never a token or a password, and an
+id only on the per-VCPU gauges (``_metrics_vcpu``), whose ``instance`` label is bounded by the
+instances running now on the hosts this process keeps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from powerdrivers.keeper import Action
 from powerdrivers.service._api import Reader, ServiceFleet
 from powerdrivers.service._bus import ServiceEvent
+from powerdrivers.service._metrics_vcpu import VcpuCollector
 from powerdrivers.service._schemas import ErrorOut
 
 #: Event lag buckets (seconds): the target is 100 ms from the record to every stream.
@@ -83,6 +86,8 @@ class ServiceMetrics:
     def __init__(self, fleet: ServiceFleet) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(FleetCollector(fleet))
+        self.vcpu = VcpuCollector(fleet.config.keeper.vcpu_sample_interval, fleet.owned_hosts)
+        self.registry.register(self.vcpu)
         self.actions_requested = Counter(
             "powerdrivers_actions_requested",
             "Actions requested through the API, by operation.",
@@ -124,6 +129,9 @@ class ServiceMetrics:
             remover = add_sync_listener(self.on_sync)
             if callable(remover):
                 self._removers.append(remover)
+        add_vcpu_listener = getattr(fleet, "add_vcpu_listener", None)
+        if add_vcpu_listener is not None:
+            self._removers.append(add_vcpu_listener(self.vcpu.on_round))
 
     def on_event(self, event: ServiceEvent) -> None:
         """Count an ended action and measure the lag of a record event (a bus listener)."""

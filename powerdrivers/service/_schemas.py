@@ -157,6 +157,35 @@ class RecordPage(BaseModel):
     next: int | None
 
 
+class VcpuSampleOut(BaseModel):
+    """One VCPU's sampling window: how its time went, as fractions of the window (0 to 1).
+
+    ``null`` where the host's driver cannot measure a value (never a made-up 0).
+    """
+
+    instance_id: str
+    host: str
+    vcpu: int
+    at: str = Field(description="The end of the window (ISO 8601, UTC).")
+    window_s: float = Field(description="The window's length in seconds.")
+    running: float = Field(description="Running guest code on a physical CPU.")
+    blocked: float = Field(description="Idle or waiting on I/O inside the guest.")
+    waiting: float = Field(description="Runnable but waiting for a physical CPU (steal time).")
+    halted: float | None = Field(description="Halted with nothing to run (part of blocked).")
+    halt_exits: float | None = Field(description="Halt exits to the hypervisor per second.")
+    io_exits: float | None = Field(description="Port I/O exits per second.")
+    mmio_exits: float | None = Field(description="Memory-mapped I/O exits per second.")
+
+
+class VcpuSamplePage(BaseModel):
+    """An instance's VCPU samples in a period, oldest first (by time, then VCPU)."""
+
+    instance_id: str
+    interval: float = Field(description="Seconds between samples (the keeper's setting; 0: sampling is off).")
+    items: list[VcpuSampleOut]
+    next: str | None = Field(description="The ``since`` of the next page (``null`` on the last).")
+
+
 class ErrorDetail(BaseModel):
     """What went wrong, in the one error shape of the service."""
 

@@ -368,6 +368,23 @@ def test_secret_references_that_cannot_be_used_say_why(
     assert "hosts[1].password_file: must be a non-empty string" in _error(empty_reference)
 
 
+def test_the_vcpu_settings_are_checked_together_and_name_the_key_at_fault(tmp_path: Path) -> None:
+    sampled = "[keeper]\nvcpu_sample_interval = 0.1\nvcpu_retention = 600\n"
+    config = load_config(_write(tmp_path, 'store = "sqlite:///s.db"\n' + sampled + _HOST))
+    assert (config.keeper.vcpu_sample_interval, config.keeper.vcpu_retention) == (0.1, 600.0)
+    off = load_config(
+        _write(tmp_path, 'store = "sqlite:///s.db"\n[keeper]\nvcpu_sample_interval = 0\n' + _HOST)
+    )
+    assert off.keeper.vcpu_sample_interval == 0.0
+    # Alone, 0.1 s meets the default retention of a day: 864,000 samples per VCPU, too many.
+    alone = "[keeper]\nvcpu_sample_interval = 0.1\n"
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n' + alone + _HOST))
+    assert " line 3: keeper.vcpu_sample_interval: vcpu_retention (86400 s) / vcpu_sample_interval" in message
+    assert "100,000" in message
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n[keeper]\nvcpu_retention = -1\n' + _HOST))
+    assert " line 3: keeper.vcpu_retention: " in message
+
+
 def test_tables_written_the_wrong_way_are_refused(tmp_path: Path) -> None:
     assert "write each of hosts as a [[hosts]] table" in _error(
         _write(tmp_path, 'store = "sqlite:///s.db"\nhosts = 3\n')
