@@ -129,7 +129,7 @@ def _text(label: str, value: object) -> str:
 
 def _instances(samples: object) -> list[tuple[str, VcpuStats]]:
     """Each (instance id, VCPU statistics) pair of a round, checked."""
-    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+    if isinstance(samples, (str, bytes, InstanceVcpuStats)) or not isinstance(samples, Sequence):
         raise KeeperError(f"VCPU samples are a sequence of InstanceVcpuStats, not {type(samples).__name__}")
     pairs = []
     for instance in samples:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -9,10 +11,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, inspect, text
 from store_support import both_databases
 
-from powerdrivers.keeper import StoreError
+from powerdrivers import InstanceReading, InstanceVcpuStats, PowerState, VcpuStats
+from powerdrivers.keeper import Cause, StoreError
 from powerdrivers.keeper._schema import SCHEMA_REVISION, metadata
 from powerdrivers.keeper._store import SqlStore
 from powerdrivers.keeper._store_migrate import MIGRATIONS
@@ -102,3 +105,29 @@ def test_a_database_from_a_newer_version_is_refused_not_guessed_at(store_url: st
     with pytest.raises(StoreError, match=r"cannot upgrade the schema: .*9999") as caught:
         SqlStore(store_url)
     assert "\n" not in str(caught.value)
+
+
+@both_databases
+def test_a_database_at_0004_gains_the_vcpu_samples_and_keeps_its_history(store_url: str) -> None:
+    store = SqlStore(store_url)
+    store.register_host("h1", "fake", None)
+    at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+    reading = InstanceReading("i-1", "web-1", PowerState.RUNNING, None, "running", None, at)
+    store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+    store.close()
+    command.downgrade(alembic_config(store_url), "0004")
+    engine = create_engine(store_url)
+    with engine.connect() as connection:
+        assert not inspect(connection).has_table("vcpu_samples")
+    upgraded = SqlStore(store_url)
+    try:
+        assert [record.to_state for record in upgraded.history("i-1")] == [PowerState.RUNNING]
+        stats = InstanceVcpuStats("i-1", "web-1", 5.0, (VcpuStats(0, 0.5, 0.25, 0.25, 5.0),))
+        assert upgraded.record_vcpu_samples("h1", at, [stats]) == 1
+        assert [sample.running for sample in upgraded.vcpu_samples("i-1", at - timedelta(seconds=1))] == [0.5]
+    finally:
+        upgraded.close()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert differences(connection) == []
+    engine.dispose()
