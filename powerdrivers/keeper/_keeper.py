@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -25,11 +26,12 @@ from powerdrivers.keeper._errors import KeeperError, StoreError
 from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._host import HostWorker
 from powerdrivers.keeper._listeners import SyncListeners
-from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy
+from powerdrivers.keeper._model import Action, ActionStatus, HistoryRecord, InstanceView, Policy, VcpuSample
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._restart import close_interrupted
 from powerdrivers.keeper._settings import KeeperSettings, check_identity
 from powerdrivers.keeper._store_api import HostClaim, KeeperStore
+from powerdrivers.keeper._vcpu_recording import VcpuListener, VcpuRecorder
 
 _LOG = logging.getLogger("powerdrivers.keeper")
 
@@ -68,6 +70,7 @@ class Keeper:
         self.settings = settings or KeeperSettings()
         self._actor = Actor(store, self.settings)
         self._synced = SyncListeners(_LOG)
+        self._vcpu = VcpuRecorder(store, self.settings)
         # Replaced, never changed in place: the store poller iterates it without a lock.
         self._workers: dict[str, HostWorker] = {
             name: HostWorker(name, driver, store, self.settings, self._actor, self._synced)
@@ -112,6 +115,8 @@ class Keeper:
                 raise
             for worker in self._workers.values():
                 worker.start()
+                self._vcpu.add_host(worker.name, worker.driver)
+            self._vcpu.start()
             for worker in self._workers.values():
                 # A host that hangs is the driver's to time out; past this the keeper goes on regardless.
                 worker.ready.wait(_FIRST_RESYNC_S)
@@ -147,6 +152,7 @@ class Keeper:
                 raise
             self._workers = {**self._workers, checked: worker}
             worker.start()
+            self._vcpu.add_host(checked, driver)
         worker.ready.wait(seconds)
         self._post_pending(worker)
 
@@ -161,6 +167,7 @@ class Keeper:
             if worker is None:
                 raise KeeperError(f"this keeper does not keep host {name!r}")
             self._workers = {other: kept for other, kept in self._workers.items() if other != name}
+            self._vcpu.remove_host(name)
             subscription = self._subscriptions.pop(name, None)
             if subscription is not None:
                 subscription.unsubscribe()
@@ -291,6 +298,25 @@ class Keeper:
         """
         return self._synced.add(listener)
 
+    def add_vcpu_listener(self, callback: VcpuListener) -> Callable[[], None]:
+        """Call ``callback(host, samples)`` after each stored VCPU sampling round of a host kept here.
+
+        ``samples`` are the round's (an empty list when nothing runs there). Called on the
+        sampling thread, so it must return quickly; what it raises is logged and ignored.
+        Returns a function that removes it. Raises ``KeeperError`` for a callback not callable.
+        """
+        return self._vcpu.add_listener(callback)
+
+    def vcpu_samples(
+        self, instance_id: str, since: datetime, until: datetime | None = None, limit: int = 10_000
+    ) -> list[VcpuSample]:
+        """Return the instance's stored VCPU samples with ``since < at <= until``, by time then VCPU.
+
+        Any keeper's samples (the store's). Raises ``InvalidOption`` for a limit outside 1 to
+        100,000, ``KeeperError`` for a naive time, ``StoreError``.
+        """
+        return self._store.vcpu_samples(instance_id, since, until, limit)
+
     # -- internals ----------------------------------------------------------------------------
 
     def _attach(self, worker: HostWorker) -> None:
@@ -339,7 +365,8 @@ class Keeper:
                 _LOG.warning("keeper: reading the store's changes failed: %s", error)
 
     def _close_all(self) -> None:
-        """Stop listening and subscribing, let actions under way end, join workers, release claims."""
+        """Stop sampling, listening, subscribing; let actions under way end, join workers, release claims."""
+        self._vcpu.stop()
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
