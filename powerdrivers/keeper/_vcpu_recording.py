@@ -53,7 +53,7 @@ class _Sampled:
         self.sampler = VcpuSampler(driver)
         self.due = due
         self.failing: str | None = None
-        """What the last round failed at ("sampling", "storing"), so a failure is logged once."""
+        """What the last round failed at (reading, storing), so a lasting failure is logged once."""
 
 
 class VcpuRecorder:
@@ -142,7 +142,7 @@ class VcpuRecorder:
                 self._trim_if_due()
             except Exception as error:
                 # Whatever went wrong with one host must not end the sampling of every host.
-                self._failed(host, "handling", error)
+                self._failed(host, "a VCPU sampling round", error)
             finally:
                 with self._changed:
                     self._busy = None
@@ -174,14 +174,14 @@ class VcpuRecorder:
             return
         except (PowerDriversError, ValueError) as error:
             # ValueError: counters a driver read that make no sense (a fault of the driver's).
-            self._failed(host, "sampling", error)
+            self._failed(host, "reading the VCPU counters", error)
             return
         at = utcnow()
         try:
             if stats:
                 self._store.record_vcpu_samples(host.name, at, stats)
         except KeeperError as error:
-            self._failed(host, "storing", error)
+            self._failed(host, "storing the VCPU samples", error)
             return
         if host.failing is not None:
             _LOG.info("keeper: host %s: VCPU sampling works again", host.name)
@@ -190,9 +190,7 @@ class VcpuRecorder:
 
     def _failed(self, host: _Sampled, what: str, error: Exception) -> None:
         if host.failing != what:
-            _LOG.warning(
-                "keeper: host %s: %s VCPU samples failed (retrying every round): %s", host.name, what, error
-            )
+            _LOG.warning("keeper: host %s: %s failed (retried each round): %s", host.name, what, error)
         host.failing = what
 
     def _trim_if_due(self) -> None:

@@ -153,9 +153,13 @@ def test_listeners_are_told_each_stored_round_and_one_that_fails_breaks_nothing(
         )
         assert "a VCPU listener failed" in caplog.text
         remove()
+        after = Rounds()
+        keeper.add_vcpu_listener(after)
+        # Rounds run one at a time: once one reached the newer listener, none still calls the removed one.
+        wait_until(lambda: after.of("h1"), what="a round after the removal")
         count = len(rounds.of("h1"))
-        keeper.resync()
-    assert len(rounds.of("h1")) == count  # removed: told nothing more
+        wait_until(lambda: len(after.of("h1")) >= 3, what="two more rounds")
+        assert len(rounds.of("h1")) == count
 
 
 def test_samples_older_than_the_retention_are_trimmed(store: SqlStore, sampled_host: FakeDriver) -> None:
@@ -167,8 +171,8 @@ def test_samples_older_than_the_retention_are_trimmed(store: SqlStore, sampled_h
             return found if found and found[0].at > first else []
 
         kept = wait_until(trimmed, what="the first sample trimmed")
-        # What is left is recent: within the retention and a trimming period of the newest.
-        assert kept[-1].at - kept[0].at <= timedelta(seconds=0.3 + 0.3 / 4 + 0.05 * 4)
+        # Trimming goes by age: the newest round, well within the retention, is kept whole.
+        assert {sample.vcpu for sample in kept if sample.at == kept[-1].at} == {0, 1}
 
 
 def test_a_host_without_vcpu_counters_is_logged_once_and_the_keeper_goes_on(
@@ -202,7 +206,7 @@ def test_a_failing_hypervisor_is_logged_once_and_sampling_resumes(
     ):
         keeper.add_vcpu_listener(rounds)
         flaky.inject_failure(HypervisorError("injected: the hypervisor is away"), "vcpu_stats", once=False)
-        wait_until(lambda: "sampling VCPU samples failed" in caplog.text, what="the failure logged")
+        wait_until(lambda: "reading the VCPU counters failed" in caplog.text, what="the failure logged")
         seen = len(rounds.of("h2"))
         wait_until(lambda: len(rounds.of("h2")) >= seen + 5, what="five more rounds")
         warned = [r for r in caplog.records if "failed" in r.getMessage() and "h1" in r.getMessage()]
@@ -211,7 +215,8 @@ def test_a_failing_hypervisor_is_logged_once_and_sampling_resumes(
         flaky.clear_failures()
         resumed = utcnow()
         wait_until(lambda: keeper.vcpu_samples(WEB1, resumed), what="samples again")
-        assert "h1: VCPU sampling works again" in caplog.text
+        # Logged just after the round is stored: wait for the message itself.
+        wait_until(lambda: "h1: VCPU sampling works again" in caplog.text, what="the recovery logged")
 
 
 def test_an_interval_of_zero_turns_sampling_off(store: SqlStore, sampled_host: FakeDriver) -> None:
