@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from powerdrivers import __version__
-from powerdrivers.service import _api, _sse
+from powerdrivers.service import _api, _api_vcpu, _sse
 from powerdrivers.service._api import ServiceFleet, fleet_of
 from powerdrivers.service._http_errors import ApiError, error_response, install_error_handlers
 from powerdrivers.service._metrics import install_metrics
@@ -48,6 +48,7 @@ def create_app(fleet: ServiceFleet) -> FastAPI:
     app.state.fleet = fleet
     install_error_handlers(app)
     app.include_router(_api.router)
+    app.include_router(_api_vcpu.router)
     app.include_router(_sse.router)
     app.add_api_route(
         "/healthz",

@@ -34,9 +34,11 @@ from powerdrivers.keeper import (
 from powerdrivers.service._auth import COOKIE_NAME, Principal, authenticate, principal_for_token
 from powerdrivers.service._config import Role
 from powerdrivers.service._dashboard_timeline import DEFAULT_PERIOD, PERIODS, build_timeline
+from powerdrivers.service._dashboard_vcpu import VcpuPlots, build_vcpu_plots
 
 if TYPE_CHECKING:
     from powerdrivers.service._api import ServiceFleet as Fleet
+    from powerdrivers.service._api_vcpu import VcpuFleet
 
 _LOG = logging.getLogger("powerdrivers.service")
 _HERE: Final = Path(__file__).parent
@@ -59,6 +61,10 @@ MAX_ROWS: Final = 20_000
 _PAGE: Final = 1000
 #: History records an instance page reads at most to draw a timeline.
 MAX_RECORDS: Final = 10_000
+#: VCPU samples an instance page reads at most to draw its VCPU plots.
+MAX_VCPU_SAMPLES: Final = 50_000
+#: The shortest time between two refreshes of an instance page for its VCPU plots (seconds).
+MIN_VCPU_REFRESH_S: Final = 2.0
 #: Actions an instance page lists at most.
 MAX_ACTIONS: Final = 50
 #: A login form is a token and nothing else: anything longer is refused unread.
@@ -170,6 +176,7 @@ def _instance_context(
     now = datetime.now(UTC)
     records = _history(fleet, instance_id, now - PERIODS[period])
     actions = [r for r in records if r.kind is RecordKind.ACTION][:MAX_ACTIONS]
+    vcpu = _vcpu_plots(request, instance_id, now, period)
     return {
         "title": view.name,
         "principal": principal,
@@ -178,11 +185,23 @@ def _instance_context(
         "period": period,
         "periods": list(PERIODS),
         "timeline": build_timeline(records, now, PERIODS[period], _ongoing(view)),
+        "vcpu": vcpu,
+        "vcpu_refresh_ms": round(max(vcpu.interval, MIN_VCPU_REFRESH_S) * 1000) if vcpu.interval > 0 else 0,
         "actions": actions,
         "operations": OPERATIONS,
         "policies": [p.value for p in Policy],
         "now": now,
     }
+
+
+def _vcpu_plots(request: Request, instance_id: str, now: datetime, period: str) -> VcpuPlots:
+    """Return the instance's VCPU plots over the period (the timeline's axis)."""
+    fleet: VcpuFleet = request.app.state.fleet
+    interval = fleet.config.keeper.vcpu_sample_interval
+    since = now - PERIODS[period]
+    samples = fleet.vcpu_samples(instance_id, since, now, MAX_VCPU_SAMPLES)
+    complete = len(samples) < MAX_VCPU_SAMPLES
+    return build_vcpu_plots(samples, now, PERIODS[period], interval, complete)
 
 
 def _ongoing(view: InstanceView) -> tuple[str, datetime] | None:

@@ -11,7 +11,7 @@ values into SVG. Nothing here touches a store or HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -80,6 +80,8 @@ class VcpuPlot:
 
     vcpu: int
     samples: int
+    last: datetime
+    """The end of the newest window drawn."""
     columns: tuple[Column, ...]
     running_path: str
     blocked_path: str
@@ -146,7 +148,7 @@ class _Sums:
     samples: int = 0
 
 
-def _plot(vcpu: int, samples: Iterable[SampleLike], start: datetime, end: datetime) -> VcpuPlot:
+def _plot(vcpu: int, samples: Sequence[SampleLike], start: datetime, end: datetime) -> VcpuPlot:
     span = (end - start).total_seconds()
     step = (end - start) / COLUMNS
     sums: dict[int, _Sums] = {}
@@ -188,6 +190,7 @@ def _plot(vcpu: int, samples: Iterable[SampleLike], start: datetime, end: dateti
     return VcpuPlot(
         vcpu=vcpu,
         samples=count,
+        last=max(sample.at for sample in samples),
         columns=columns,
         running_path=paths["running"],
         blocked_path=paths["blocked"],

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from powerdrivers import (
     OPERATION_TABLE,
@@ -42,6 +43,12 @@ from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 from powerdrivers.service._bus import EventBus
 from powerdrivers.service._config import HostConfig, ServiceConfig
 from powerdrivers.service._feed import Feed
+
+if TYPE_CHECKING:
+    from powerdrivers.keeper import VcpuSample
+
+#: Called with (host, the round's samples) after each stored VCPU sampling round of a kept host.
+VcpuListener = Callable[[str, "list[VcpuSample]"], None]
 
 _LOG = logging.getLogger("powerdrivers.service")
 
@@ -88,6 +95,7 @@ class Fleet:
         self._claim_pool: ThreadPoolExecutor | None = None
         self._trying: set[str] = set()
         self._synced = SyncListeners(_LOG)
+        self._vcpu_listeners: tuple[VcpuListener, ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -106,6 +114,7 @@ class Fleet:
         try:
             self._keeper = Keeper(self._store, {}, self.config.keeper, dynamic=True)
             self._keeper.add_sync_listener(self._synced)
+            self._keeper.add_vcpu_listener(self._vcpu_round)
             self._keeper.start()
             self._feed = Feed(self._store, self.bus)
             self._feed.start()
@@ -146,6 +155,28 @@ class Fleet:
         must return quickly; what it raises is logged. Returns a function that removes it.
         """
         return self._synced.add(listener)
+
+    def add_vcpu_listener(self, listener: VcpuListener) -> Callable[[], None]:
+        """Call ``listener(host, samples)`` after each stored VCPU sampling round of a host kept here.
+
+        May be called before :meth:`start`. The listener runs on the keeper's sampling thread and
+        must return quickly; what it raises is logged. Returns a function that removes it.
+        """
+        with self._lock:
+            self._vcpu_listeners = (*self._vcpu_listeners, listener)
+
+        def remove() -> None:
+            with self._lock:
+                self._vcpu_listeners = tuple(known for known in self._vcpu_listeners if known is not listener)
+
+        return remove
+
+    def _vcpu_round(self, host: str, samples: list[VcpuSample]) -> None:
+        for listener in self._vcpu_listeners:
+            try:
+                listener(host, samples)
+            except Exception:
+                _LOG.exception("service: a VCPU listener failed")
 
     def resync(self, timeout: float = 60.0) -> None:
         """Resync every host this process keeps now; returns once each has (``OperationTimeout`` else)."""
@@ -207,6 +238,16 @@ class Fleet:
     def history(self, instance_id: str, limit: int = 100, before: int | None = None) -> list[HistoryRecord]:
         """Return the instance's records, newest first; ``before`` (a record id) pages back."""
         return self._running().history(instance_id, limit, before)
+
+    def vcpu_samples(
+        self, instance_id: str, since: datetime, until: datetime | None = None, limit: int = 10_000
+    ) -> list[VcpuSample]:
+        """Return the instance's VCPU samples whose window ends in (``since``, ``until``], by (time, VCPU).
+
+        Samples outlive their instance (an unknown id has none). Raises ``InvalidOption`` for a
+        bad limit (1 to 100,000).
+        """
+        return self._running().vcpu_samples(instance_id, since, until, limit)
 
     def records_since(self, last_event_id: int, limit: int = MAX_RECORDS) -> list[HistoryRecord]:
         """Return every instance's records after ``last_event_id`` (an SSE client's resume), ascending."""

@@ -202,8 +202,8 @@ def prepare_demo(directory: str | os.PathLike[str]) -> Path:
     """Create (once) a demo in ``directory``: 3 fake hosts, an SQLite store, 2 token files; return its config.
 
     Used by ``make serve``. Each host's instances are spawned (ids of their own), some then
-    paused or powered off so the dashboard shows every state. The tokens are new random values
-    in files of mode 0600; their paths are printed, never the tokens.
+    paused or powered off so the dashboard shows every state; VCPUs are sampled every 2 s. The
+    tokens are new random values in files of mode 0600; their paths are printed, never the tokens.
     """
     from powerdrivers import InstanceSpec, load_driver
 
@@ -212,6 +212,8 @@ def prepare_demo(directory: str | os.PathLike[str]) -> Path:
     if not config.exists():
         folder.mkdir(parents=True, exist_ok=True)
         lines = [f'store = "sqlite:///{folder / "state.db"}"', 'listen = "127.0.0.1:8080"', ""]
+        # VCPUs sampled every 2 s (not the default 15), so the instance pages' plots fill at once.
+        lines += ["[keeper]", "vcpu_sample_interval = 2", "vcpu_retention = 21600", ""]
         for host in _DEMO_HOSTS:
             state = folder / f"{host}.json"
             with load_driver("fake", f"fake://{state}", seed="empty") as driver:

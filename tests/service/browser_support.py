@@ -140,12 +140,14 @@ def console_errors(driver: WebDriver) -> list[str]:
     return [str(entry["message"]) for entry in entries if entry["level"] == "SEVERE"]
 
 
-def screenshot_if_asked(driver: WebDriver, width: int = 1280, height: int = 680) -> Path | None:
-    """Save a ``width`` x ``height`` screenshot where ``POWERDRIVERS_SCREENSHOT`` says, if it is set.
+def screenshot_if_asked(
+    driver: WebDriver, width: int = 1280, height: int = 680, variable: str = SCREENSHOT_ENV
+) -> Path | None:
+    """Save a ``width`` x ``height`` screenshot where the environment ``variable`` says, if it is set.
 
     Return its path, or ``None`` when the variable is not set (normal runs write nothing).
     """
-    target = os.environ.get(SCREENSHOT_ENV)
+    target = os.environ.get(variable)
     if not target:
         return None
     driver.set_window_size(width, height)

@@ -258,6 +258,7 @@ def test_the_openapi_document_describes_every_endpoint(client: TestClient) -> No
         "/v1/actions/{action_id}": {"get"},
         "/v1/instances/{instance_id}/quarantine/clear": {"post"},
         "/v1/instances/{instance_id}/history": {"get"},
+        "/v1/instances/{instance_id}/vcpu": {"get"},
         "/v1/events": {"get"},
         "/healthz": {"get"},
         "/metrics": {"get"},
@@ -266,6 +267,9 @@ def test_the_openapi_document_describes_every_endpoint(client: TestClient) -> No
     schemas = answer.json()["components"]["schemas"]
     assert set(schemas["InstanceOut"]["properties"]) >= INSTANCE_FIELDS
     assert set(schemas["ActionOut"]["properties"]) >= ACTION_FIELDS
+    assert set(schemas["VcpuSamplePage"]["properties"]) == {"instance_id", "interval", "items", "next"}
+    sample_fields = {"vcpu", "at", "running", "blocked", "waiting", "halted"}
+    assert set(schemas["VcpuSampleOut"]["properties"]) >= sample_fields
     assert answer.json()["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert paths["/v1/hosts"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in paths["/healthz"]["get"]
@@ -290,6 +294,7 @@ def test_the_statuses_the_document_declares_are_the_ones_answered(
         ("/v1/instances/{instance_id}/actions", "post", {"operation": "start"}),
         ("/v1/instances/{instance_id}/quarantine/clear", "post", None),
         ("/v1/instances/{instance_id}/history", "get", None),
+        ("/v1/instances/{instance_id}/vcpu", "get", None),
     ):
         assert "404" in paths[path][method]["responses"], path
         answer = client.request(method, path.format(instance_id=unknown), headers=operator, json=body)

@@ -121,6 +121,7 @@ def test_the_store_gone_is_503_and_its_return_heals(
                 ("GET", "/v1/instances", None),
                 ("GET", f"/v1/instances/{instance_id}", None),
                 ("GET", f"/v1/instances/{instance_id}/history", None),
+                ("GET", f"/v1/instances/{instance_id}/vcpu", None),
                 ("PUT", f"/v1/instances/{instance_id}/policy", {"policy": "always"}),
                 ("POST", f"/v1/instances/{instance_id}/actions", {"operation": "power_off"}),
                 ("POST", f"/v1/instances/{instance_id}/quarantine/clear", None),

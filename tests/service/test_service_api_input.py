@@ -221,6 +221,7 @@ def test_an_odd_instance_id_is_404_or_422_on_every_instance_endpoint(
     for method, suffix, body in (
         ("GET", "", None),
         ("GET", "/history", None),
+        ("GET", "/vcpu", None),
         ("PUT", "/policy", {"policy": "manual"}),
         ("POST", "/actions", {"operation": "start"}),
         ("POST", "/quarantine/clear", None),

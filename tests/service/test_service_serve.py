@@ -157,6 +157,8 @@ def test_the_demo_of_make_serve_is_made_once(tmp_path: Path, capsys: pytest.Capt
     config = load_config(config_path)
     assert [host.name for host in config.hosts] == ["lab-1", "lab-2", "lab-3"]
     assert sorted(token.role.value for token in config.tokens) == ["operator", "reader"]
+    # Sampled every few seconds, so the instance pages' VCPU plots show data at once.
+    assert 0 < config.keeper.vcpu_sample_interval <= 5
     for token in config.tokens:
         file = tmp_path / "serve" / f"{token.name}.token"
         assert stat.S_IMODE(file.stat().st_mode) == 0o600

@@ -101,6 +101,7 @@ def test_one_plot_per_vcpu_in_order_and_unmeasured_halted_is_not_drawn() -> None
     plots = build_vcpu_plots(samples, END, PERIOD, 15.0)
     assert [plot.vcpu for plot in plots.plots] == [0, 2]
     assert [plot.samples for plot in plots.plots] == [1, 2]
+    assert [plot.last - START for plot in plots.plots] == [timedelta(seconds=10), timedelta(seconds=20)]
     assert plots.plots[0].halted_path == ""
     assert "halted" not in plots.plots[0].columns[0].title
     assert plots.halted_measured

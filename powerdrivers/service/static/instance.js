@@ -26,6 +26,12 @@
     }
   }
 
+  // VCPU samples come without events: with sampling on, the parts are read again every interval.
+  const every = Number(parts.dataset.refreshMs || 0);
+  if (every > 0) {
+    window.setInterval(refreshSoon, every);
+  }
+
   window.pdLive({
     instance: function (data) {
       if (data.id === id) {
