@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from powerdrivers import (
     OPERATION_TABLE,
@@ -36,19 +36,16 @@ from powerdrivers import (
 from powerdrivers.keeper._errors import HostAlreadyKept, StoreError
 from powerdrivers.keeper._handoff import utcnow
 from powerdrivers.keeper._keeper import Keeper
-from powerdrivers.keeper._listeners import SyncListeners
-from powerdrivers.keeper._model import Action, HistoryRecord, HostView, InstanceView, Policy
+from powerdrivers.keeper._listeners import HostListeners, SyncListeners
+from powerdrivers.keeper._model import Action, HistoryRecord, HostView, InstanceView, Policy, VcpuSample
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._store_api import HostClaim, KeeperStore
 from powerdrivers.service._bus import EventBus
 from powerdrivers.service._config import HostConfig, ServiceConfig
 from powerdrivers.service._feed import Feed
 
-if TYPE_CHECKING:
-    from powerdrivers.keeper import VcpuSample
-
 #: Called with (host, the round's samples) after each stored VCPU sampling round of a kept host.
-VcpuListener = Callable[[str, "list[VcpuSample]"], None]
+VcpuListener = Callable[[str, list[VcpuSample]], None]
 
 _LOG = logging.getLogger("powerdrivers.service")
 
@@ -95,7 +92,7 @@ class Fleet:
         self._claim_pool: ThreadPoolExecutor | None = None
         self._trying: set[str] = set()
         self._synced = SyncListeners(_LOG)
-        self._vcpu_listeners: tuple[VcpuListener, ...] = ()
+        self._vcpu_rounds: HostListeners[list[VcpuSample]] = HostListeners(_LOG, "VCPU listener")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -114,7 +111,7 @@ class Fleet:
         try:
             self._keeper = Keeper(self._store, {}, self.config.keeper, dynamic=True)
             self._keeper.add_sync_listener(self._synced)
-            self._keeper.add_vcpu_listener(self._vcpu_round)
+            self._keeper.add_vcpu_listener(self._vcpu_rounds)
             self._keeper.start()
             self._feed = Feed(self._store, self.bus)
             self._feed.start()
@@ -162,21 +159,7 @@ class Fleet:
         May be called before :meth:`start`. The listener runs on the keeper's sampling thread and
         must return quickly; what it raises is logged. Returns a function that removes it.
         """
-        with self._lock:
-            self._vcpu_listeners = (*self._vcpu_listeners, listener)
-
-        def remove() -> None:
-            with self._lock:
-                self._vcpu_listeners = tuple(known for known in self._vcpu_listeners if known is not listener)
-
-        return remove
-
-    def _vcpu_round(self, host: str, samples: list[VcpuSample]) -> None:
-        for listener in self._vcpu_listeners:
-            try:
-                listener(host, samples)
-            except Exception:
-                _LOG.exception("service: a VCPU listener failed")
+        return self._vcpu_rounds.add(listener)
 
     def resync(self, timeout: float = 60.0) -> None:
         """Resync every host this process keeps now; returns once each has (``OperationTimeout`` else)."""
