@@ -346,14 +346,15 @@ class _Checker:
         try:
             return KeeperSettings.from_options(**table)
         except InvalidOption as whole:
-            # Name the key at fault where one alone is. Checked after the whole table: a key
-            # checked alone meets the others' defaults (vcpu_sample_interval = 0.1 is refused
-            # with the default vcpu_retention, and fine with the one written beside it).
+            # Name the key at fault where it alone says what the whole table does. Checked after
+            # the whole table: a key alone meets the others' defaults (vcpu_sample_interval = 0.1
+            # is refused with the default vcpu_retention, and fine with the one written beside it).
             for key, value in table.items():
                 try:
                     KeeperSettings.from_options(**{key: value})
-                except InvalidOption:
-                    raise self.fail("keeper", None, key, str(whole)) from None
+                except InvalidOption as alone:
+                    if str(alone) == str(whole):
+                        raise self.fail("keeper", None, key, str(whole)) from None
             raise self.fail("keeper", None, None, str(whole)) from None
 
     # -- values -------------------------------------------------------------------------------

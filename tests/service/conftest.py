@@ -79,7 +79,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
         guest_delay: float = 0.05,
     ) -> ServiceConfig:
         url = store or f"sqlite:///{tmp_path / 'service.db'}"
-        lines = [f'listen = "{listen}"', extra]
+        lines = [f'listen = "{listen}"']
         parsed = make_url(url)
         if parsed.password is not None:
             # The config takes no password inline: the fixture's URL's goes into a file.
@@ -87,6 +87,7 @@ def service_config_factory(tmp_path: Path, service_tokens: dict[str, str]) -> Co
             lines.append(f'store_password_file = "{name}.store-password"')
             url = parsed._replace(password=None).render_as_string(hide_password=False)
         lines.insert(0, f'store = "{url}"')
+        lines.append(extra)  # last of the top level: it may open a table ([keeper])
         for number in range(1, hosts + 1):
             state = tmp_path / f"host-{number}.json"
             if not state.exists():

@@ -383,6 +383,13 @@ def test_the_vcpu_settings_are_checked_together_and_name_the_key_at_fault(tmp_pa
     assert "100,000" in message
     message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n[keeper]\nvcpu_retention = -1\n' + _HOST))
     assert " line 3: keeper.vcpu_retention: " in message
+    # The key named is the one at fault, not another that alone meets a default.
+    typo = "[keeper]\nvcpu_sample_interval = 0.1\nvcpu_retenion = 600\n"
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n' + typo + _HOST))
+    assert " line 4: keeper.vcpu_retenion: unknown keeper setting(s): vcpu_retenion" in message
+    both = "[keeper]\nvcpu_sample_interval = 0.1\nvcpu_retention = 20000\n"
+    message = _error(_write(tmp_path, 'store = "sqlite:///s.db"\n' + both + _HOST))
+    assert " line 2: keeper: vcpu_retention (20000 s) / vcpu_sample_interval (0.1 s) keeps 200000" in message
 
 
 def test_tables_written_the_wrong_way_are_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from powerdrivers import InstanceSpec, load_driver
 from powerdrivers.keeper import VcpuSample
+from powerdrivers.service._app import create_app
 from powerdrivers.service._config import ServiceConfig
 from powerdrivers.service._fleet import Fleet
 from powerdrivers.service._metrics_vcpu import VcpuCollector
@@ -276,3 +277,32 @@ def test_a_host_no_longer_kept_or_gone_quiet_drops_out_of_the_gauges() -> None:
     quiet = VcpuCollector(0.0, min_stale_s=0.0)
     quiet.on_round("host-1", [sample])
     wait_for(lambda: all(not family.samples for family in quiet.collect()), "the quiet host to drop out")
+
+
+def test_on_postgresql_any_process_answers_and_only_the_owner_exports_the_gauges(
+    postgres_url: str, service_config_factory: Any, service_tokens: dict[str, str]
+) -> None:
+    config: ServiceConfig = service_config_factory(hosts=1, store=postgres_url, extra=SAMPLED)
+    with load_driver("fake", config.hosts[0].uri) as driver:
+        wide = driver.spawn(InstanceSpec(name="wide", vcpus=2)).id
+    reader = bearer(service_tokens["reader"])
+    with Fleet(config) as owner, Fleet(config) as other:
+        assert (owner.owned_hosts(), other.owned_hosts()) == (["host-1"], [])
+        began = datetime.now(UTC) - timedelta(seconds=1)
+        until = wait_rounds(other, wide, began, 2)[-1]
+        with TestClient(create_app(other)) as client:
+            window = {"since": began.isoformat(), "until": until.isoformat()}
+            answer = client.get(f"/v1/instances/{wide}/vcpu", headers=reader, params=window)
+            assert answer.status_code == 200, answer.text
+            stored = owner.vcpu_samples(wide, began, until)
+            assert answer.json()["items"] == [sample.to_dict() for sample in stored]
+            # A process exports the hosts it keeps: this one keeps none.
+            found = gauges(client.get("/metrics", headers=reader).text)
+            assert all(not samples for samples in found.values())
+        with TestClient(create_app(owner)) as client:
+
+            def owner_gauges() -> set[str]:
+                found = gauges(client.get("/metrics", headers=reader).text)
+                return {labels["vcpu"] for labels, _ in found["powerdrivers_vcpu_waiting_ratio"]}
+
+            assert wait_for(owner_gauges, "the owner's VCPU gauges") == {"0", "1"}
