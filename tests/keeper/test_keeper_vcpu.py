@@ -12,11 +12,13 @@ import pytest
 from engine_support import QUICK, fake_host, running_keeper, wait_until
 from powerdrivers_fake import FakeDriver, instance_id
 from powerdrivers_fake._stats import _rates
+from sqlalchemy import create_engine
 from store_support import both_databases
 
 from powerdrivers import Capability, HypervisorError, InvalidOption
 from powerdrivers.keeper import ActionStatus, Keeper, KeeperError, KeeperSettings, SqlStore, VcpuSample
 from powerdrivers.keeper._handoff import utcnow
+from powerdrivers.keeper._schema import vcpu_samples
 
 WEB1 = instance_id("web-1")
 #: The demo's running instances and their VCPUs; cache-1 is paused and batch-7 off.
@@ -294,3 +296,28 @@ def test_reading_samples_through_the_keeper_checks_its_arguments(store: SqlStore
     with pytest.raises(KeeperError, match="timezone-aware"):
         keeper.vcpu_samples(WEB1, datetime(2026, 12, 3))
     assert keeper.vcpu_samples("unknown", utcnow() - LONG_AGO) == []
+
+
+def test_a_store_that_fails_is_logged_once_and_sampling_resumes_when_it_is_back(
+    store: SqlStore, store_url: str, sampled_host: FakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="powerdrivers.keeper")
+    rounds = Rounds()
+    engine = create_engine(store_url)
+    with running_keeper(store, {"h1": sampled_host}, vcpu_sample_interval=0.05, vcpu_retention=0.4) as keeper:
+        keeper.add_vcpu_listener(rounds)
+        rounds_stored(keeper, WEB1, 1)
+        # The table taken away from under the keeper: every write of a sample, and every trim, fails.
+        with engine.begin() as connection:
+            vcpu_samples.drop(connection)
+        wait_until(lambda: "storing the VCPU samples failed" in caplog.text, what="the failure logged")
+        wait_until(lambda: "trimming old VCPU samples failed" in caplog.text, what="the trim's failure")
+        told = len(rounds.of("h1"))
+        with engine.begin() as connection:
+            vcpu_samples.create(connection)
+        wait_until(lambda: stored(keeper, WEB1), what="samples stored again")
+        wait_until(lambda: "h1: VCPU sampling works again" in caplog.text, what="the recovery logged")
+        wait_until(lambda: len(rounds.of("h1")) > told, what="listeners told again")
+    engine.dispose()
+    failures = [r.getMessage() for r in caplog.records if "storing the VCPU samples failed" in r.getMessage()]
+    assert len(failures) == 1 and "h1" in failures[0] and "\n" not in failures[0]

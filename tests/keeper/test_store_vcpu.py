@@ -18,6 +18,9 @@ from powerdrivers.keeper import KeeperError, SqlStore, VcpuSample
 from powerdrivers.keeper._store_db import CHANNEL
 
 T0 = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+#: VCPU statistics a driver with a bug might give: not statistics at all, a VCPU numbered below 0.
+NOT_STATS = InstanceVcpuStats("a", "a", 1.0, ("x",))  # type: ignore[arg-type]
+BELOW_0 = InstanceVcpuStats("a", "a", 1.0, (VcpuStats(-1, 0.5, 0.5, 0.0, 1.0),))
 
 
 def round_of(
@@ -142,6 +145,8 @@ def test_an_empty_round_writes_nothing(store: SqlStore) -> None:
         (lambda s: s.record_vcpu_samples("h1", T0, round_of("a")), "not InstanceVcpuStats"),
         (lambda s: s.record_vcpu_samples("h1", T0, [round_of("a"), ("a", "a", 1.0, [0.5])]), "not tuple"),
         (lambda s: s.record_vcpu_samples("h1", T0, "abc"), "not str"),
+        (lambda s: s.record_vcpu_samples("h1", T0, [NOT_STATS]), "not str"),
+        (lambda s: s.record_vcpu_samples("h1", T0, [BELOW_0]), "VCPU number"),
         (lambda s: s.vcpu_samples("a", datetime(2026, 12, 3)), "since must be a timezone-aware"),
         (lambda s: s.vcpu_samples("a", T0, datetime(2026, 12, 4)), "until must be a timezone-aware"),
         (lambda s: s.vcpu_samples(7, T0), "an instance id is text"),
