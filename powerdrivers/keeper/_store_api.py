@@ -245,7 +245,12 @@ class KeeperStore(Protocol):
         """
 
     def latest_vcpu_samples(self, host: str | None = None) -> list[VcpuSample]:
-        """Return the newest sample of each (instance, VCPU) (of one host, if given), by instance and VCPU."""
+        """Return the newest sample of each VCPU of each instance (of one host, if given), by instance, VCPU.
+
+        That is each instance's newest round (a VCPU unplugged since is left out); with ``host``,
+        of the instances whose newest round is of that host. An instance no longer sampled keeps
+        its last round.
+        """
 
     def trim_vcpu_samples(self, before: datetime) -> int:
         """Delete the samples with ``at < before``; return how many. Raises ``KeeperError`` for a naive time.

@@ -116,6 +116,16 @@ def test_the_latest_samples_are_each_vcpu_s_newest_by_host(store: SqlStore) -> N
 
 
 @both_databases
+def test_the_latest_samples_are_each_instance_s_newest_round_wherever_it_was_taken(store: SqlStore) -> None:
+    store.record_vcpu_samples("h1", T0, [round_of("moved", vcpus=2)])
+    store.record_vcpu_samples("h2", T0 + timedelta(seconds=5), [round_of("moved", vcpus=1)])
+    (latest,) = store.latest_vcpu_samples()
+    assert (latest.host, latest.vcpu, latest.at) == ("h2", 0, T0 + timedelta(seconds=5))
+    assert store.latest_vcpu_samples("h1") == []
+    assert store.latest_vcpu_samples("h2") == [latest]
+
+
+@both_databases
 def test_trimming_deletes_only_what_is_older_and_says_how_much(store: SqlStore) -> None:
     for second in range(4):
         store.record_vcpu_samples("h1", T0 + timedelta(seconds=second), [round_of("a")])
