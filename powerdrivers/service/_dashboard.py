@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
@@ -201,6 +201,11 @@ def _vcpu_plots(request: Request, instance_id: str, now: datetime, period: str) 
     since = now - PERIODS[period]
     samples = fleet.vcpu_samples(instance_id, since, now, MAX_VCPU_SAMPLES)
     complete = len(samples) < MAX_VCPU_SAMPLES
+    held = samples[-1].at - samples[0].at if samples else timedelta(0)
+    if not complete and held > timedelta(0):
+        # The read holds the period's oldest samples: the newest matter more, so read as long
+        # a stretch as the limit held again, ending now.
+        samples = fleet.vcpu_samples(instance_id, now - held, now, MAX_VCPU_SAMPLES)
     return build_vcpu_plots(samples, now, PERIODS[period], interval, complete)
 
 

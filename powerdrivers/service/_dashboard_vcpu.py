@@ -210,7 +210,7 @@ def build_vcpu_plots(
 
     Only samples whose window ends in the period (``start < at <= end``) are drawn. ``interval``
     is the keeper's sample interval (0: sampling is off), which the note without samples names;
-    ``complete`` false says the samples are the period's oldest ones only (a read's limit).
+    ``complete`` false says the samples are the period's newest ones only (a read's limit).
     """
     start = end - period
     shown = [sample for sample in samples if start < sample.at <= end]
@@ -222,8 +222,8 @@ def build_vcpu_plots(
     if not plots:
         note = "VCPU sampling is off." if interval <= 0 else "No VCPU samples in this period."
     elif not complete:
-        last = max(sample.at for sample in shown)
-        note = f"The period holds more samples than a page draws: the plots stop at {_shown(last)} UTC."
+        first = min(sample.at for sample in shown)
+        note = f"The period holds more samples than a page draws: the plots begin at {_shown(first)} UTC."
     return VcpuPlots(
         start=start,
         end=end,

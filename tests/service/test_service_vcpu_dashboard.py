@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from selenium.webdriver.common.by import By
 from starlette.testclient import TestClient
 
 from powerdrivers import InstanceSpec, InstanceVcpuStats, VcpuStats, load_driver
+from powerdrivers.service import _dashboard
 from powerdrivers.service._app import create_app
 from powerdrivers.service._dashboard_timeline import PERIODS
 from powerdrivers.service._dashboard_vcpu import build_vcpu_plots
@@ -198,3 +200,20 @@ def test_an_instance_never_sampled_has_a_note_and_a_sampled_one_a_plot_per_vcpu(
         assert "No VCPU samples" not in shown
         parts = client.get(f"/instances/{wide}/parts", headers=bearer(service_tokens["reader"])).text
         assert parts.count('<svg class="vcpu-plot"') == 2
+
+
+def test_a_period_holding_more_samples_than_a_page_reads_shows_its_newest_part(
+    service_config_factory: ConfigFactory, service_tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = service_config_factory(hosts=1, extra=SAMPLED)
+    wide = spawn_wide(config.hosts[0].uri, vcpus=2)
+    monkeypatch.setattr(_dashboard, "MAX_VCPU_SAMPLES", 6)
+    with Fleet(config) as fleet, TestClient(create_app(fleet)) as client:
+        wait_rounds(fleet, wide, 5)
+        since = datetime.now(UTC) - timedelta(minutes=5)
+        newest_before = max(sample.at for sample in fleet.vcpu_samples(wide, since))
+        shown = page(client, service_tokens["reader"], wide)
+        assert "The period holds more samples than a page draws: the plots begin at " in shown
+        lasts = re.findall(r'data-last="([^"]+)"', shown)
+        assert len(lasts) == 2
+        assert all(datetime.fromisoformat(last) >= newest_before for last in lasts)

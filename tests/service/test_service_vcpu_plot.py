@@ -120,6 +120,6 @@ def test_without_samples_a_note_says_why() -> None:
     assert build_vcpu_plots([sample(-1.0)], END, PERIOD, 15.0).plots == ()
 
 
-def test_a_read_cut_short_says_where_the_plots_stop() -> None:
-    plots = build_vcpu_plots([sample(10.0)], END, PERIOD, 15.0, complete=False)
-    assert plots.note == "The period holds more samples than a page draws: the plots stop at 11:43:30 UTC."
+def test_a_read_cut_short_says_where_the_plots_begin() -> None:
+    plots = build_vcpu_plots([sample(10.0), sample(20.0)], END, PERIOD, 15.0, complete=False)
+    assert plots.note == "The period holds more samples than a page draws: the plots begin at 11:43:30 UTC."
