@@ -10,7 +10,7 @@ with a UTC offset, at most ``MAX_SPAN`` apart.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Final, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
 
 from fastapi import APIRouter, Query
 from starlette.requests import Request
@@ -83,11 +83,14 @@ def period_of(since_text: str | None, until_text: str | None, now: datetime) -> 
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
-_TIME = Query(
-    min_length=1,
-    max_length=64,
-    description="An ISO 8601 time with a UTC offset, such as ``2026-12-03T10:00:00Z``.",
-)
+
+def _time_query() -> Any:
+    # One per parameter: a framework version may keep per-parameter state on it.
+    return Query(
+        min_length=1,
+        max_length=64,
+        description="An ISO 8601 time with a UTC offset, such as ``2026-12-03T10:00:00Z``.",
+    )
 
 
 @router.get(
@@ -100,8 +103,8 @@ def get_vcpu_samples(
     request: Request,
     principal: Reader,
     instance_id: InstanceId,
-    since: Annotated[str | None, _TIME] = None,
-    until: Annotated[str | None, _TIME] = None,
+    since: Annotated[str | None, _time_query()] = None,
+    until: Annotated[str | None, _time_query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> JSONResponse:
     """Return the instance's VCPU samples whose window ends after ``since`` and by ``until``, oldest first.
