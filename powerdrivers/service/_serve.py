@@ -196,6 +196,8 @@ def _make_server(server_config: uvicorn.Config, config: ServiceConfig) -> uvicor
 
 _DEMO_HOSTS = ("lab-1", "lab-2", "lab-3")
 _DEMO_INSTANCES = ("web-1", "web-2", "db-1", "cache-1", "batch-1", "batch-2")
+#: VCPUs by the instance name's first two letters (one otherwise): the pages show several plots.
+_DEMO_VCPUS = {"we": 2, "db": 4}
 
 
 def prepare_demo(directory: str | os.PathLike[str]) -> Path:
@@ -218,7 +220,8 @@ def prepare_demo(directory: str | os.PathLike[str]) -> Path:
             state = folder / f"{host}.json"
             with load_driver("fake", f"fake://{state}", seed="empty") as driver:
                 for number, name in enumerate(_DEMO_INSTANCES):
-                    reading = driver.spawn(InstanceSpec(name=f"{host}-{name}"))
+                    vcpus = _DEMO_VCPUS.get(name[:2], 1)
+                    reading = driver.spawn(InstanceSpec(name=f"{host}-{name}", vcpus=vcpus))
                     if name.startswith("cache"):
                         driver.pause(reading.id)
                     elif number % 3 == 1:

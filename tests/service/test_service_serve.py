@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -169,6 +170,9 @@ def test_the_demo_of_make_serve_is_made_once(tmp_path: Path, capsys: pytest.Capt
         with load_driver(host.driver, host.uri) as driver:
             readings = driver.list_instances()
         ids |= {reading.id for reading in readings}
+        assert host.uri is not None
+        records = json.loads(Path(host.uri.removeprefix("fake://")).read_text())["instances"].values()
+        assert max(record["vcpus"] for record in records) > 1  # pages with several VCPU plots
         states |= {reading.power_state for reading in readings}
     assert len(ids) == 18
     assert states == {PowerState.RUNNING, PowerState.SHUTOFF, PowerState.PAUSED}
