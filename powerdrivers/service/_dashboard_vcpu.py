@@ -102,8 +102,10 @@ class VcpuPlots:
     """Whether any sample measured halted (the legend shows it only then)."""
 
 
-def _shown(moment: datetime) -> str:
-    return moment.strftime("%H:%M:%S")
+def _shown(moment: datetime, since: datetime | None = None) -> str:
+    """Return the moment as the page shows times; its time only when ``since`` is the same day."""
+    same_day = since is not None and since.date() == moment.date()
+    return moment.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
 
 
 def _percent(value: float) -> str:
@@ -130,7 +132,7 @@ def _column(vcpu: int, index: int, start: datetime, step: timedelta, found: _Sum
     halted = found.halted / found.halted_weight if found.halted_weight > 0 else None
     halted_text = f" (halted {_percent(halted)})" if halted is not None else ""
     title = (
-        f"VCPU {vcpu}, {_shown(begun)} to {_shown(ended)} UTC: running {_percent(running)}, "
+        f"VCPU {vcpu}, {_shown(begun)} to {_shown(ended, begun)} UTC: running {_percent(running)}, "
         f"blocked {_percent(blocked)}{halted_text}, waiting {_percent(waiting)}"
         f" ({found.samples} sample{'s' if found.samples != 1 else ''})"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,7 +64,8 @@ def test_layers_stack_running_blocked_waiting_with_halted_at_blockeds_foot() -> 
     assert plot.waiting_path == "M5.0 6.8h5.0v4.8h-5.0Z"
     (column,) = plot.columns
     assert column.title == (
-        "VCPU 0, 11:43:25 to 11:43:30 UTC: running 50%, blocked 30% (halted 20%), waiting 10% (1 sample)"
+        "VCPU 0, 2026-12-03 11:43:25 to 11:43:30 UTC: "
+        "running 50%, blocked 30% (halted 20%), waiting 10% (1 sample)"
     )
 
 
@@ -108,6 +110,13 @@ def test_one_plot_per_vcpu_in_order_and_unmeasured_halted_is_not_drawn() -> None
     assert plots.note is None
 
 
+def test_a_column_over_midnight_dates_both_ends() -> None:
+    end = datetime(2026, 12, 3, 0, 0, 2, tzinfo=UTC)
+    over_midnight = replace(sample(0.0), at=end)
+    (column,) = build_vcpu_plots([over_midnight], end, PERIOD, 15.0).plots[0].columns
+    assert column.title.startswith("VCPU 0, 2026-12-02 23:59:57 to 2026-12-03 00:00:02 UTC: ")
+
+
 def test_a_zero_fraction_draws_nothing_of_its_layer() -> None:
     plot = build_vcpu_plots([sample(10.0, 1.0, 0.0, 0.0, halted=0.0)], END, PERIOD, 15.0).plots[0]
     assert plot.running_path == "M5.0 2.0h5.0v48.0h-5.0Z"
@@ -122,4 +131,6 @@ def test_without_samples_a_note_says_why() -> None:
 
 def test_a_read_cut_short_says_where_the_plots_begin() -> None:
     plots = build_vcpu_plots([sample(10.0), sample(20.0)], END, PERIOD, 15.0, complete=False)
-    assert plots.note == "The period holds more samples than a page draws: the plots begin at 11:43:30 UTC."
+    assert plots.note == (
+        "The period holds more samples than a page draws: the plots begin at 2026-12-03 11:43:30 UTC."
+    )
