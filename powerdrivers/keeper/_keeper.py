@@ -301,8 +301,9 @@ class Keeper:
     def add_vcpu_listener(self, callback: VcpuListener) -> Callable[[], None]:
         """Call ``callback(host, samples)`` after each stored VCPU sampling round of a host kept here.
 
-        ``samples`` are the round's (an empty list when nothing runs there). Called on the
-        sampling thread, so it must return quickly; what it raises is logged and ignored.
+        ``samples`` are the round's (an empty list when nothing runs there, and for a host's
+        first round, which only primes the sampler). Called on the keeper's sampling thread, so
+        it must return quickly (and not stop the keeper); what it raises is logged and ignored.
         Returns a function that removes it. Raises ``KeeperError`` for a callback not callable.
         """
         return self._vcpu.add_listener(callback)

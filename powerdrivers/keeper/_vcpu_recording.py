@@ -63,7 +63,8 @@ class VcpuRecorder:
     counters (``UnsupportedOperation``) is logged once (info) and its host no longer sampled;
     hypervisor and store errors are logged (a warning when they start, info when they end) and
     sampling goes on. Listeners get ``(host, samples)`` after each round stored (an empty list
-    when nothing runs on the host), on the sampling thread: they must be quick.
+    when nothing runs on the host, and for a host's first round, which only primes), on the
+    sampling thread: they must be quick, and must not stop the keeper or remove a host.
     """
 
     def __init__(self, store: KeeperStore, settings: KeeperSettings) -> None:
