@@ -321,3 +321,28 @@ def test_a_store_that_fails_is_logged_once_and_sampling_resumes_when_it_is_back(
     engine.dispose()
     failures = [r.getMessage() for r in caplog.records if "storing the VCPU samples failed" in r.getMessage()]
     assert len(failures) == 1 and "h1" in failures[0] and "\n" not in failures[0]
+
+
+@both_databases
+def test_two_keepers_on_one_store_each_sample_their_own_hosts(store: SqlStore, store_url: str) -> None:
+    other_store = SqlStore(store_url)
+    try:
+        with (
+            fake_host() as first,
+            second_host() as other,
+            running_keeper(store, {"h1": first}, vcpu_sample_interval=0.05, **RETENTION) as keeper,
+            running_keeper(other_store, {"h2": other}, vcpu_sample_interval=0.05, **RETENTION) as neighbour,
+        ):
+            mine = rounds_stored(keeper, WEB1, 5)
+            theirs = rounds_stored(neighbour, OTHER, 5)
+            assert {s.host for s in mine} == {"h1"} and {s.host for s in theirs} == {"h2"}
+            # Every round whole: each VCPU once per round.
+            for samples, vcpus in ((mine, 2), (theirs, 1)):
+                per_round: dict[datetime, list[int]] = {}
+                for sample in samples:
+                    per_round.setdefault(sample.at, []).append(sample.vcpu)
+                assert all(sorted(found) == list(range(vcpus)) for found in per_round.values())
+            # Either keeper reads every keeper's samples: they are the store's.
+            assert keeper.vcpu_samples(OTHER, utcnow() - LONG_AGO)[:5] == theirs[:5]
+    finally:
+        other_store.close()
