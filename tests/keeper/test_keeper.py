@@ -115,6 +115,11 @@ def test_a_transition_is_recorded_with_the_observation_that_began_it(store: SqlS
     with fake_host(guest_delay=1.0) as driver, running_keeper(store, {"h1": driver}) as keeper:
         action = keeper.request(WEB1, "shutdown", requested_by="ops", timeout=5)
         assert keeper.wait(action.id).status is ActionStatus.DONE
+        # The action is closed before its final reading is recorded (by the host's worker): wait for it.
+        wait_until(
+            lambda: records(keeper, WEB1, RecordKind.OBSERVED)[-1].to_state is PowerState.SHUTOFF,
+            what="the shut-off reading's record",
+        )
         observed = records(keeper, WEB1, RecordKind.OBSERVED)
         began, ended = observed[-2:]
         assert (began.to_state, began.transition) == (PowerState.RUNNING, Transition.SHUTTING_DOWN)
