@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from powerdrivers import InvalidOption, parse_count, redact_uri
+from powerdrivers import InvalidOption, parse_count, parse_duration, redact_uri
 from powerdrivers._cli_support import EXIT_OK, argument, connect, emit, output_format, positive_seconds
 from powerdrivers._output import print_json_line
 from powerdrivers.keeper._model import HistoryRecord, InstanceView, Policy
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 CommandAdder = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 _MAX_HISTORY = 100_000
+_HISTORY_COLUMNS = (
+    "TIME", "KIND", "FROM", "TO", "TRANSITION", "NATIVE", "CAUSE", "OPERATION", "OUTCOME", "BY", "DETAIL"
+)  # fmt: skip
 
 
 def register_keeper_commands(command: CommandAdder) -> None:
@@ -40,6 +43,20 @@ def register_keeper_commands(command: CommandAdder) -> None:
         "--resync", type=positive_seconds, default=60.0, metavar="S", help="full resync every S; default 60"
     )
     keep.add_argument("--host", metavar="NAME", help="this host's name in the store; default HOSTNAME/URI")
+    keep.add_argument(
+        "--vcpu-sample-interval",
+        type=_seconds,
+        default=15.0,
+        metavar="S",
+        help="sample the running instances' VCPUs every S (0: never); default 15",
+    )
+    keep.add_argument(
+        "--vcpu-retention",
+        type=positive_seconds,
+        default=86400.0,
+        metavar="S",
+        help="keep VCPU samples for S; default 86400 (a day)",
+    )
     policy = command("policy", _cmd_policy, "set an instance's run policy (the keeper acts on it)")
     policy.add_argument("id", metavar="ID")
     policy.add_argument(
@@ -59,6 +76,10 @@ def register_keeper_commands(command: CommandAdder) -> None:
         sub.add_argument("--store", metavar="URL", help=f"the keeper's database (or ${STORE_VARIABLE})")
 
 
+def _seconds(text: str) -> float:
+    return argument(parse_duration, text)
+
+
 def _limit(text: str) -> int:
     return argument(lambda label, value: parse_count(label, value, minimum=1, maximum=_MAX_HISTORY), text)
 
@@ -70,7 +91,11 @@ def _cmd_keep(options: argparse.Namespace) -> int:
     from powerdrivers.keeper._keeper import Keeper
     from powerdrivers.keeper._settings import KeeperSettings
 
-    settings = KeeperSettings.from_options(resync_interval=options.resync)
+    settings = KeeperSettings.from_options(
+        resync_interval=options.resync,
+        vcpu_sample_interval=options.vcpu_sample_interval,
+        vcpu_retention=options.vcpu_retention,
+    )
     store = _open(options)
     try:
         with connect(options) as driver:
@@ -141,7 +166,7 @@ def _cmd_history(options: argparse.Namespace) -> int:
     emit(
         options,
         [record.to_dict() for record in found],
-        ("TIME", "KIND", "FROM", "TO", "NATIVE", "CAUSE", "OPERATION", "OUTCOME", "BY", "DETAIL"),
+        _HISTORY_COLUMNS,
         [_history_row(record) for record in found],
     )
     return EXIT_OK
@@ -154,6 +179,7 @@ def _history_row(record: HistoryRecord) -> tuple[object, ...]:
         record.kind.value,
         record.from_state.value if record.from_state else "-",
         record.to_state.value if record.to_state else "-",
+        record.transition.value if record.transition else "-",
         native or "-",
         record.cause.value if record.cause else "-",
         record.operation or "-",

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from engine_support import fake_host, running_keeper, wait_until
+from engine_support import fake_host, records, running_keeper, wait_until
 from powerdrivers_fake import instance_id
 
 from powerdrivers import HypervisorError, InstanceReading, Operation, PowerState
@@ -146,6 +146,10 @@ def test_quarantine_clear_from_the_cli_releases_a_running_keepers_instance(
         (("policy", "web-1", "sometimes"), 2, "invalid choice"),
         (("history", "web-1", "--limit", "0"), 2, "--limit"),
         (("keep", "--resync", "nan"), 2, "--resync"),
+        (("keep", "--vcpu-sample-interval", "-1"), 2, "--vcpu-sample-interval"),
+        (("keep", "--vcpu-sample-interval", "0.001"), 2, "vcpu_sample_interval must be 0 (off) or at least"),
+        (("keep", "--vcpu-sample-interval", "0.1"), 2, "samples per VCPU"),
+        (("keep", "--vcpu-retention", "0"), 2, "--vcpu-retention"),
         (("quarantine", "forget", "web-1"), 2, "invalid choice"),
         (("-o", "fail_connect=connection", "keep"), 5, "injected connection failure"),
         (("-o", "no_such_option=1", "keep"), 2, "no_such_option"),
@@ -236,3 +240,22 @@ def test_history_of_an_instance_that_vanished_stays_readable_by_its_id(
     shown = cli(env, "-f", "json", "history", "gone-1")
     assert shown.returncode == 0, shown.stderr
     assert [r["cause"] for r in json.loads(shown.stdout)] == ["appeared", "vanished"]
+
+
+def test_the_history_table_shows_the_transition_a_reading_began(env: dict[str, str], store: SqlStore) -> None:
+    with fake_host(env["POWERDRIVERS_URI"], guest_delay=1.0) as driver, running_keeper(
+        store, {"h1": driver}
+    ) as keeper:  # fmt: skip
+        action = keeper.request(WEB1, "shutdown", requested_by="ops", timeout=5)
+        assert keeper.wait(action.id).status is ActionStatus.DONE
+        wait_until(
+            lambda: records(keeper, WEB1, RecordKind.OBSERVED)[-1].to_state is PowerState.SHUTOFF,
+            what="the shut-off reading's record",
+        )
+    table = cli(env, "history", "web-1")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:6] == ["TIME", "KIND", "FROM", "TO", "TRANSITION", "NATIVE"]
+    began = [row.split() for row in rows if "shutting_down" in row]
+    assert [row[1:5] for row in began] == [["observed", "running", "running", "shutting_down"]]
+    assert any(row.split()[1:5] == ["observed", "running", "shutoff", "-"] for row in rows)
