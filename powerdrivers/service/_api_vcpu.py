@@ -111,7 +111,8 @@ def get_vcpu_samples(
 
     ``since`` defaults to an hour before ``until``, ``until`` to now; the period is at most 31
     days. At most ``limit`` samples, ending with a whole round (every VCPU at one time); when
-    more remain, ``next`` is the ``since`` of the next page (else ``null``).
+    more remain, ``next`` is the ``since`` of the next page (else ``null``); a ``limit`` too
+    small for one whole round is a 422.
     ``interval`` is the keeper's sample interval (0: sampling is off).
     """
     fleet: VcpuFleet = request.app.state.fleet
@@ -123,7 +124,14 @@ def get_vcpu_samples(
     if len(samples) > limit:
         after = samples[limit]
         samples = samples[:limit]
-        if after.at == samples[-1].at and samples[0].at != after.at:
+        if samples[0].at == after.at:
+            # Not even one whole round fits: a page cut inside a round would lose its other VCPUs.
+            raise ApiError(
+                422,
+                f"limit: {limit} samples do not hold one whole sampling round of this instance's VCPUs",
+                field="limit",
+            )
+        if after.at == samples[-1].at:
             # A page ends with a whole round, so the next one can start after its time.
             samples = [sample for sample in samples if sample.at != after.at]
         following = samples[-1].at.isoformat()

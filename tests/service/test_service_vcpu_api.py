@@ -146,6 +146,8 @@ def test_a_page_ends_with_a_whole_round_and_next_goes_on(
     second = client.get(path, headers=reader, params={**window, "since": first["next"], "limit": 4}).json()
     assert [item["at"] for item in second["items"]] == [times[1].isoformat()] * 2 + [times[2].isoformat()] * 2
     assert second["next"] is None
+    # Fewer samples than one round has VCPUs: refused, rather than a page that drops VCPU 1.
+    error_of(client.get(path, headers=reader, params={**window, "limit": 1}), 422, "limit")
 
 
 @pytest.mark.parametrize(
