@@ -60,9 +60,9 @@ THREADS_PER_HOST = 2
 #: Threads beyond those the process may run (main, the keeper's store, the feed, the claim loop and
 #: pool, a few of the libraries'): a resync must not start a thread per instance or per call.
 THREADS_OVER_HOSTS = 10 + CLAIM_WORKERS
-#: The keeper's and service's own: a worker per host, the keeper's store poller, the feed, the claim
-#: loop, and the claim pool's bounded workers.
-SERVICE_THREADS_OVER_HOSTS = 3 + CLAIM_WORKERS
+#: The keeper's and service's own: a worker per host, the keeper's store poller, its VCPU sampler
+#: (one for all hosts), the feed, the claim loop, and the claim pool's bounded workers.
+SERVICE_THREADS_OVER_HOSTS = 4 + CLAIM_WORKERS
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -282,8 +282,8 @@ def bench_service_fleet_resync(benchmark: Any, tmp_path: Path) -> None:
             f"{total:,} instances; threads: {threads_before} before the fleet, at most {peak['threads']} "
             f"while resyncing (bound {bound}: {THREADS_PER_HOST} per host + {THREADS_OVER_HOSTS}), of which "
             f"the keeper's and the service's {peak['service']} (one worker per host, the store's, the "
-            f"feed's, the claim loop's and its pool's, at most {CLAIM_WORKERS}); the others are the fake "
-            "driver's own state-file watchers, one a host"
+            f"VCPU sampler's, the feed's, the claim loop's and its pool's, at most {CLAIM_WORKERS}); the "
+            "others are the fake driver's own state-file watchers, one a host"
         ),
         raw={
             "threads_peak": peak["threads"],
