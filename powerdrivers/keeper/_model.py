@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from powerdrivers import InstanceReading, PowerState, Transition
+from powerdrivers import InstanceReading, PowerState, Transition, VcpuStats
 
 
 class Policy(enum.StrEnum):
@@ -256,6 +256,24 @@ class VcpuSample:
     halt_exits: float | None = None
     io_exits: float | None = None
     mmio_exits: float | None = None
+
+    @classmethod
+    def of(cls, instance_id: str, host: str, at: datetime, stats: VcpuStats) -> VcpuSample:
+        """Return the sample of one VCPU's statistics (``stats``) of a round of ``host`` taken ``at``."""
+        return cls(
+            instance_id=instance_id,
+            host=host,
+            vcpu=stats.vcpu,
+            at=at,
+            window_s=stats.window_s,
+            running=stats.running,
+            blocked=stats.blocked,
+            waiting=stats.waiting,
+            halted=stats.halted,
+            halt_exits=stats.halt_exits,
+            io_exits=stats.io_exits,
+            mmio_exits=stats.mmio_exits,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (the service's VCPU sample); ``None`` where not measured."""

@@ -8,6 +8,7 @@ keeper samples every few seconds per host and nobody acts on a sample. Retention
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -23,6 +24,7 @@ from powerdrivers.keeper._store_db import StoreConnection
 #: The most samples one ``vcpu_samples`` call returns.
 MAX_VCPU_SAMPLES: Final = 100_000
 _MAX_TEXT: Final = 255
+_FIELDS: Final = tuple(field.name for field in dataclasses.fields(VcpuSample))
 
 
 class VcpuSampleStore(StoreConnection):
@@ -39,7 +41,10 @@ class VcpuSampleStore(StoreConnection):
         """
         checked_host = _text("host", host)
         end = _aware("at", at)
-        rows = [_row(checked_host, end, pair) for pair in _instances(samples)]
+        rows = [
+            _row(VcpuSample.of(instance_id, checked_host, end, stats))
+            for instance_id, stats in _instances(samples)
+        ]
         if not rows:
             return 0
         with self._write(f"record the VCPU samples of host {checked_host!r}", wake=False) as connection:
@@ -142,36 +147,11 @@ def _instances(samples: object) -> list[tuple[str, VcpuStats]]:
     return pairs
 
 
-def _row(host: str, at: datetime, pair: tuple[str, VcpuStats]) -> dict[str, Any]:
-    instance_id, stats = pair
-    return {
-        "instance_id": instance_id,
-        "host": host,
-        "vcpu": stats.vcpu,
-        "at": at,
-        "window_s": stats.window_s,
-        "running": stats.running,
-        "blocked": stats.blocked,
-        "waiting": stats.waiting,
-        "halted": stats.halted,
-        "halt_exits": stats.halt_exits,
-        "io_exits": stats.io_exits,
-        "mmio_exits": stats.mmio_exits,
-    }
+def _row(sample: VcpuSample) -> dict[str, Any]:
+    # The table's columns are the sample's fields, by the same names (and an id of its own).
+    return {name: getattr(sample, name) for name in _FIELDS}
 
 
 def _sample(row: Row[Any]) -> VcpuSample:
-    return VcpuSample(
-        instance_id=row.instance_id,
-        host=row.host,
-        vcpu=row.vcpu,
-        at=row.at,
-        window_s=row.window_s,
-        running=row.running,
-        blocked=row.blocked,
-        waiting=row.waiting,
-        halted=row.halted,
-        halt_exits=row.halt_exits,
-        io_exits=row.io_exits,
-        mmio_exits=row.mmio_exits,
-    )
+    values = row._mapping
+    return VcpuSample(**{name: values[name] for name in _FIELDS})

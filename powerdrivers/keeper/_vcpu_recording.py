@@ -211,21 +211,4 @@ class VcpuRecorder:
 
 def samples(host: str, at: datetime, stats: list[InstanceVcpuStats]) -> list[VcpuSample]:
     """Return a round's statistics as the samples the store keeps of it (one per VCPU)."""
-    return [
-        VcpuSample(
-            instance_id=instance.id,
-            host=host,
-            vcpu=vcpu.vcpu,
-            at=at,
-            window_s=vcpu.window_s,
-            running=vcpu.running,
-            blocked=vcpu.blocked,
-            waiting=vcpu.waiting,
-            halted=vcpu.halted,
-            halt_exits=vcpu.halt_exits,
-            io_exits=vcpu.io_exits,
-            mmio_exits=vcpu.mmio_exits,
-        )
-        for instance in stats
-        for vcpu in instance.vcpus
-    ]
+    return [VcpuSample.of(instance.id, host, at, vcpu) for instance in stats for vcpu in instance.vcpus]

@@ -40,12 +40,10 @@ from powerdrivers.keeper._listeners import HostListeners, SyncListeners
 from powerdrivers.keeper._model import Action, HistoryRecord, HostView, InstanceView, Policy, VcpuSample
 from powerdrivers.keeper._operations import check_request
 from powerdrivers.keeper._store_api import HostClaim, KeeperStore
+from powerdrivers.keeper._vcpu_recording import VcpuListener
 from powerdrivers.service._bus import EventBus
 from powerdrivers.service._config import HostConfig, ServiceConfig
 from powerdrivers.service._feed import Feed
-
-#: Called with (host, the round's samples) after each stored VCPU sampling round of a kept host.
-VcpuListener = Callable[[str, list[VcpuSample]], None]
 
 _LOG = logging.getLogger("powerdrivers.service")
 
