@@ -40,10 +40,12 @@ def upgrade(engine: Engine, location: StoreLocation) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with translated(location, "upgrade the schema"), engine.connect() as connection:
+        # The transaction is begun here, so Alembic runs every step in it: on SQLite (no
+        # transactional DDL to Alembic) it would otherwise commit after each step, letting another
+        # process take the lock between two steps and run the next one too.
+        with translated(location, "upgrade the schema"), engine.connect() as connection, connection.begin():
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-            connection.commit()
     except CommandError as problem:
         # Typically a database written by a newer powerdrivers: never guess at its schema.
         raise StoreError(f"keeper store {location.redacted}: cannot upgrade the schema: {problem}") from None
