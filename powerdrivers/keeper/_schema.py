@@ -33,7 +33,7 @@ from sqlalchemy import (
 from powerdrivers.keeper._errors import KeeperError
 
 #: The Alembic revision the tables below are at; the store upgrades any older database to it.
-SCHEMA_REVISION: Final = "0005"
+SCHEMA_REVISION: Final = "0006"
 
 #: The action statuses that count as open (at most one such action per instance).
 OPEN_STATUSES: Final = ("pending", "running")
@@ -113,6 +113,21 @@ instances = Table(
     # Pages of instances walk (host, id) in order; lookups by host use it too.
     Index("ix_instances_host_id", "host", "id"),
     Index("ix_instances_change_seq", "change_seq"),
+)
+
+# Each instance's JSON object (``InstanceView.to_dict()``, ``in_flight`` null), written by the
+# database's own triggers on ``instances`` (migration 0006) in the transaction of every change:
+# a page of ``GET /v1/instances`` reads it in (host, id) order and makes no JSON (benchmark S1).
+# The filters' columns are copied too, so a filtered page reads this table alone.
+instance_json = Table(
+    "instance_json",
+    metadata,
+    Column("host", String(_NAME), primary_key=True),
+    Column("id", String(_NAME), primary_key=True),
+    Column("power_state", String(_ENUM), nullable=False),
+    Column("policy", String(_ENUM), nullable=False),
+    Column("document", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # No foreign key to instances: an instance's actions and history outlive it (it may vanish).

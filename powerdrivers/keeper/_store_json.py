@@ -1,101 +1,82 @@
-"""Instances as the service's JSON, made by the database: a page of 1,000 without a Python object each.
+"""Instances as the service's JSON, kept by the database: a page of 1,000 without making JSON.
 
 ``GET /v1/instances`` is the service's largest read. Built in Python, each instance costs four
 times its fetch (an aware ``datetime`` per time column, an ``InstanceView``, its dict, the JSON
-encoder); here the database writes each row's JSON object (SQLite's ``json_object``,
-PostgreSQL's ``row_to_json``) and Python only joins the texts (benchmark S1). The objects
-equal ``InstanceView.to_dict()`` key for key and value for value, times included (ISO 8601 in UTC
-as ``datetime.isoformat`` writes them, without a fraction when it is zero); the test suite holds
-the two to that on both databases. The open action (``in_flight``), rare, is filled in Python.
+encoder); made by the database per request (SQLite's ``json_object``, PostgreSQL's
+``row_to_json``) it still cost more than the row's own fetch (benchmark S1). So the database
+keeps each instance's object in ``instance_json``: triggers on ``instances`` (migration 0006)
+rewrite it in the transaction of every change of a column it shows. A page is one statement
+that reads a range of that narrow table in (host, id) order and joins the objects in the
+database, so Python gets one text, not a thousand rows. The objects equal
+``InstanceView.to_dict()`` key for key and value for value, times included (ISO 8601 in UTC as
+``datetime.isoformat`` writes them, without a fraction when it is zero); the test suite holds
+the two to that on both databases. The open action (``in_flight``), rare, is filled in here.
+
+Each object is compact JSON whose first key is ``id``, so ``,{"id":`` occurs in a joined page
+only between two objects: inside a JSON string every ``"`` is escaped. That is how a page's
+objects are told apart without parsing them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import sqlite3
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, literal_column, select
+from sqlalchemy import Select, func, literal_column, select
 
 from powerdrivers.keeper._model import Action
-from powerdrivers.keeper._schema import instances
 
-#: The instance object's keys in ``InstanceView.to_dict()``'s order, each with its column.
-_FIELDS: Final = (
-    ("id", "id"),
-    ("name", "name"),
-    ("host", "host"),
-    ("power_state", "power_state"),
-    ("transition", "transition"),
-    ("native_state", "native_state"),
-    ("native_reason", "native_reason"),
-    ("observed_at", "observed_at"),
-    ("policy", "policy"),
-    ("stale", "stale"),
-    ("quarantined", "quarantined"),
-    ("fault", "fault"),
-    ("failures", "failures"),
-    ("action_failures", "action_failures"),
-    ("backoff_until", "backoff_until"),
-)
-_TIMES: Final = frozenset({"observed_at", "backoff_until"})
-_FLAGS: Final = frozenset({"stale", "quarantined"})
+#: Where one object ends and the next begins in a joined page (see above).
+_BETWEEN: Final = ',{"id":'
 
 
-def _sqlite_time(column: str) -> str:
-    # SQLAlchemy stores SQLite times as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC, always six digits);
-    # isoformat leaves a zero fraction out, and ".000000" can only be the fraction.
-    return f"replace(replace({column}, '.000000', ''), ' ', 'T') || '+00:00'"
+def joined_page(dialect: str, page: Select[Any]) -> Select[Any]:
+    """Return the query of ``page``'s objects joined by commas in its order, and how many it has.
 
-
-def _postgresql_time(column: str) -> str:
-    # One to_char in UTC with the fraction, whose zero isoformat leaves out (".000000" can only
-    # be the fraction); NULL stays NULL through to_char and replace.
-    return (
-        f"replace(to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
-        " || '+00:00'"
-    )
-
-
-def json_page(dialect: str, narrow: Callable[[Select[Any]], Select[Any]]) -> Select[Any]:
-    """Return the query of each instance's host, id and JSON text (``in_flight`` null), in page order.
-
-    ``narrow`` adds the page's filters, order and limit to a select of ``instances``.
+    ``page`` selects ``host``, ``id`` and ``document`` of ``instance_json``, ordered and limited.
     """
-    if dialect == "sqlite":
-        parts: list[str] = []
-        for key, column in _FIELDS:
-            qualified = f"instances.{column}"
-            if key in _TIMES:
-                value = _sqlite_time(qualified)
-            elif key in _FLAGS:
-                # json('true') is a constant, made once per statement rather than once per row.
-                value = f"CASE WHEN {qualified} THEN json('true') ELSE json('false') END"
-            else:
-                value = qualified
-            parts.append(f"'{key}', {value}")
-        parts.append("'in_flight', NULL")
-        return narrow(select(instances.c.host, instances.c.id, _text(f"json_object({', '.join(parts)})")))
-    # PostgreSQL: row_to_json of the page's rows is compact, keeps the columns' order and costs
-    # half of what json_build_object does. The page is cut first (the innermost query), so the
-    # times are formatted for its rows only, not for every row the planner sorts (benchmark S1).
-    raw = narrow(select(instances)).subquery("raw")
-    columns = [
-        literal_column(_postgresql_time(f"raw.{column}")).label(key)
-        if key in _TIMES
-        else raw.c[column].label(key)
-        for key, column in _FIELDS
-    ]
-    page = select(*columns, literal_column("NULL::json").label("in_flight")).subquery("page")
-    return select(page.c.host, page.c.id, _text("row_to_json(page)::text")).order_by(page.c.host, page.c.id)
+    rows = page.subquery("page")
+    if dialect == "postgresql":
+        joined: Any = literal_column("string_agg(page.document, ',' ORDER BY page.host, page.id)")
+    elif sqlite3.sqlite_version_info >= (3, 44):
+        joined = literal_column("group_concat(page.document, ',' ORDER BY page.host, page.id)")
+    else:
+        # No ORDER BY in an aggregate before SQLite 3.44: it joins in the order the ordered
+        # subquery yields its rows (the test suite checks the order on the SQLite it runs on).
+        joined = func.group_concat(rows.c.document, ",")
+    return select(joined, func.count()).select_from(rows)
 
 
-def _text(sql: str) -> ColumnElement[str]:
-    return literal_column(sql)
+def split_last(joined: str) -> tuple[str, str]:
+    """Return a joined page without its last object, and that object (``""`` and it, if alone)."""
+    cut = joined.rfind(_BETWEEN)
+    if cut < 0:
+        return "", joined
+    return joined[:cut], joined[cut + 1 :]
 
 
-def with_in_flight(text: str, action: Action) -> str:
-    """Return an instance's JSON ``text`` with its open action as ``in_flight``."""
-    document = json.loads(text)
-    document["in_flight"] = action.to_dict()
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+def first_of(joined: str) -> str:
+    """Return the first object of a joined page."""
+    cut = joined.find(_BETWEEN)
+    return joined if cut < 0 else joined[:cut]
+
+
+def host_and_id(document: str) -> tuple[str, str]:
+    """Return the ``host`` and ``id`` one object holds."""
+    shown = json.loads(document)
+    return shown["host"], shown["id"]
+
+
+def with_in_flight(joined: str, in_flight: dict[str, Action]) -> str:
+    """Return a joined page with each object whose instance has an open action showing it."""
+    documents = joined.split(_BETWEEN)
+    for index, document in enumerate(documents):
+        text = document if index == 0 else _BETWEEN[1:] + document
+        shown = json.loads(text)
+        action = in_flight.get(shown["id"])
+        if action is not None:
+            shown["in_flight"] = action.to_dict()
+            text = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
+        documents[index] = text
+    return ",".join(documents)

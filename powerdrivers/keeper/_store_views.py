@@ -15,13 +15,13 @@ import functools
 import json
 from typing import Any, Final
 
-from sqlalchemy import Connection, Select, bindparam, func, select, tuple_
+from sqlalchemy import Connection, Select, Table, bindparam, func, select, tuple_
 
 from powerdrivers import InvalidOption, PowerState, parse_count
 from powerdrivers.keeper._model import Action, HistoryRecord, InstanceView, Policy
-from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, instances
+from powerdrivers.keeper._schema import OPEN_STATUSES, actions, history, instance_json, instances
 from powerdrivers.keeper._store_claim import HostClaims
-from powerdrivers.keeper._store_json import json_page, with_in_flight
+from powerdrivers.keeper._store_json import first_of, host_and_id, joined_page, split_last, with_in_flight
 from powerdrivers.keeper._store_rows import action, history_record, instance_view
 
 #: The most instances one page may hold, and the most records one ``records_after`` call returns.
@@ -103,24 +103,23 @@ class StoreViews(HostClaims):
     ) -> tuple[str, str | None]:
         """Return :meth:`instances_page` as the JSON text of its items' ``to_dict()`` list, and its cursor.
 
-        The same page, filters, cursor and errors; the JSON is made by the database (see
+        The same page, filters, cursor and errors; the JSON is kept by the database (see
         ``_store_json``), for the service's listing.
         """
         shape, parameters, count = _page_filters(host, power_state, policy, after, limit)
         query = _json_statement(self._engine.dialect.name, shape)
         with self._read("read a page of instances") as connection:
-            rows = connection.execute(query, parameters).all()
-            more = len(rows) > count
-            rows = rows[:count]
-            in_flight = _open_actions(connection, rows[0][0], rows[-1][0]) if rows else {}
-        texts = [row[2] for row in rows]
+            joined, found = connection.execute(query, parameters).one()
+            if not found:
+                return "[]", None
+            if found > count:
+                joined, _ = split_last(joined)
+            last_host, last_id = host_and_id(split_last(joined)[1])
+            first_host, _ = host_and_id(first_of(joined))
+            in_flight = _open_actions(connection, first_host, last_host)
         if in_flight:
-            texts = [
-                with_in_flight(text, in_flight[row[1]]) if row[1] in in_flight else text
-                for row, text in zip(rows, texts, strict=True)
-            ]
-        following = encode_cursor(rows[-1][0], rows[-1][1]) if more else None
-        return "[" + ",".join(texts) + "]", following
+            joined = with_in_flight(joined, in_flight)
+        return "[" + joined + "]", (encode_cursor(last_host, last_id) if found > count else None)
 
     def instance_counts(self) -> dict[tuple[str, str], int]:
         """Return how many instances each host has in each power state: ``(host, state value) -> count``."""
@@ -175,20 +174,25 @@ def _page_filters(
     return shape, parameters, count
 
 
-def _narrow(query: Select[Any], shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
-    """Add a page's filters (those ``shape`` says are given, as bound parameters), order and limit."""
+def _narrow(
+    query: Select[Any], shape: tuple[bool, bool, bool, bool], table: Table = instances
+) -> Select[Any]:
+    """Add a page's filters (those ``shape`` says are given, as bound parameters), order and limit.
+
+    ``table`` is ``instances`` or ``instance_json``: both have the filters' and the order's columns.
+    """
     by_host, by_state, by_policy, after = shape
     if by_host:
-        query = query.where(instances.c.host == bindparam("page_host"))
+        query = query.where(table.c.host == bindparam("page_host"))
     if by_state:
-        query = query.where(instances.c.power_state == bindparam("page_state"))
+        query = query.where(table.c.power_state == bindparam("page_state"))
     if by_policy:
-        query = query.where(instances.c.policy == bindparam("page_policy"))
+        query = query.where(table.c.policy == bindparam("page_policy"))
     if after:
         query = query.where(
-            tuple_(instances.c.host, instances.c.id) > tuple_(bindparam("after_host"), bindparam("after_id"))
+            tuple_(table.c.host, table.c.id) > tuple_(bindparam("after_host"), bindparam("after_id"))
         )
-    return query.order_by(instances.c.host, instances.c.id).limit(bindparam("page_rows"))
+    return query.order_by(table.c.host, table.c.id).limit(bindparam("page_rows"))
 
 
 # The page statements are built once per filter combination, not per page: at 1,000 rows a
@@ -200,9 +204,10 @@ def _view_statement(shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
     return _narrow(select(instances), shape)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)
 def _json_statement(dialect: str, shape: tuple[bool, bool, bool, bool]) -> Select[Any]:
-    return json_page(dialect, lambda query: _narrow(query, shape))
+    page = select(instance_json.c.host, instance_json.c.id, instance_json.c.document)
+    return joined_page(dialect, _narrow(page, shape, instance_json))
 
 
 #: The open actions of the instances now on the hosts from ``first_host`` to ``last_host``.

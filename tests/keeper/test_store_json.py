@@ -160,3 +160,19 @@ def test_an_instance_moved_to_another_host_keeps_showing_its_open_action(store: 
     [view] = [view for view in views if view.id == "b-1"]
     [item] = [item for item in json.loads(text) if item["id"] == "b-1"]
     assert view.in_flight is not None and item["in_flight"] == view.in_flight.to_dict()
+
+
+def test_text_that_looks_like_the_start_of_an_object_stays_inside_its_string(store: SqlStore) -> None:
+    # Objects in a joined page are told apart by ',{"id":', which only a boundary holds unescaped.
+    store.register_host("h", "fake", None)
+    lookalike = ',{"id":"y","host":"h"},{"id":'
+    for number, name in enumerate([lookalike, "plain", lookalike + "\\", '"' + lookalike]):
+        reading = _reading(f"x-{number}", name, PowerState.PAUSED, T0, reason=lookalike)
+        store.record_observation("h", reading, previous=None, cause=Cause.APPEARED)
+    store.open_action("x-2", "unpause", {}, "ops")
+    for limit in (1, 2, 3, 4, 1000):
+        made, written = _views(store, limit)
+        assert written == made
+        assert [item["name"] for item in written][:2] == [lookalike, "plain"]
+    [busy] = [item for item in written if item["id"] == "x-2"]
+    assert busy["in_flight"]["operation"] == "unpause"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import Connection, create_engine, inspect, text
 from store_support import both_databases
 
 from powerdrivers import InstanceReading, InstanceVcpuStats, PowerState, VcpuStats
-from powerdrivers.keeper import Cause, StoreError
+from powerdrivers.keeper import Cause, Policy, StoreError
 from powerdrivers.keeper._schema import SCHEMA_REVISION, metadata
 from powerdrivers.keeper._store import SqlStore
 from powerdrivers.keeper._store_migrate import MIGRATIONS
@@ -128,6 +129,97 @@ def test_a_database_at_0004_gains_the_vcpu_samples_and_keeps_its_history(store_u
     finally:
         upgraded.close()
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_REVISION
         assert differences(connection) == []
     engine.dispose()
+
+
+def _pages_agree(store: SqlStore) -> list[dict[str, object]]:
+    """Every instance through the JSON the database keeps, checked against the views' own dicts."""
+    views, _ = store.instances_page(limit=1000)
+    kept, _ = store.instances_page_json(limit=1000)
+    assert json.loads(kept) == [view.to_dict() for view in views]
+    written: list[dict[str, object]] = json.loads(kept)
+    return written
+
+
+@both_databases
+def test_a_database_at_0005_gains_the_kept_json_of_the_instances_it_has(store_url: str) -> None:
+    store = SqlStore(store_url)
+    store.register_host("h1", "fake", None)
+    at = datetime(2026, 12, 3, 4, 0, 0, 250000, tzinfo=UTC)
+    for number in range(3):
+        reading = InstanceReading(
+            f"i-{number}", f"web-{number}", PowerState.RUNNING, None, "running", None, at
+        )
+        store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+    store.set_backoff("i-1", 2, at + timedelta(minutes=1))
+    store.close()
+    command.downgrade(alembic_config(store_url), "0005")
+    engine = create_engine(store_url)
+    with engine.connect() as connection:
+        assert not inspect(connection).has_table("instance_json")
+    upgraded = SqlStore(store_url)
+    try:
+        written = _pages_agree(upgraded)
+        assert [item["id"] for item in written] == ["i-0", "i-1", "i-2"]
+        assert written[1]["backoff_until"] == "2026-12-03T04:01:00.250000+00:00"
+        # The triggers came with the table: a change after the upgrade is kept too.
+        upgraded.set_policy("i-2", Policy.ALWAYS, "ops")
+        assert _pages_agree(upgraded)[2]["policy"] == "always"
+    finally:
+        upgraded.close()
+    with engine.connect() as connection:
+        assert differences(connection) == []
+    engine.dispose()
+
+
+@both_databases
+def test_the_kept_json_follows_every_writer_of_the_instances_own_sql_included(store_url: str) -> None:
+    store = SqlStore(store_url)
+    try:
+        store.register_host("h1", "fake", None)
+        store.register_host("h2", "fake", None)
+        at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+        for number in range(2):
+            reading = InstanceReading(
+                f"i-{number}", f"db-{number}", PowerState.PAUSED, None, "paused", "user", at
+            )
+            store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+        engine = create_engine(store_url)
+        with engine.begin() as connection:
+            # An operator's own SQL: a rename, a move to another host, and a row gone.
+            connection.execute(text("UPDATE instances SET name = 'renamed' WHERE id = 'i-0'"))
+            connection.execute(text("UPDATE instances SET host = 'h2' WHERE id = 'i-0'"))
+            connection.execute(text("DELETE FROM instances WHERE id = 'i-1'"))
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT host, id FROM instance_json")).all()
+        engine.dispose()
+        assert [tuple(row) for row in kept] == [("h2", "i-0")]
+        [item] = _pages_agree(store)
+        assert (item["name"], item["host"]) == ("renamed", "h2")
+    finally:
+        store.close()
+
+
+@both_databases
+def test_a_downgrade_to_0005_takes_the_kept_json_and_its_triggers_away(store_url: str) -> None:
+    store = SqlStore(store_url)
+    store.register_host("h1", "fake", None)
+    store.close()
+    command.downgrade(alembic_config(store_url), "0005")
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            assert not inspect(connection).has_table("instance_json")
+            # No trigger is left to write into the table that is gone.
+            connection.execute(
+                text(
+                    "INSERT INTO instances (id, host, name, power_state, native_state, observed_at, policy, "
+                    "stale, quarantined, failures, action_failures, records, change_seq) VALUES "
+                    "('i-9', 'h1', 'n', 'running', 'running', '2026-12-03 04:00:00.000000', 'manual', "
+                    "false, false, 0, 0, 0, 0)"
+                )
+            )
+    finally:
+        engine.dispose()
