@@ -4,9 +4,10 @@ S1: every page of ``GET /v1/instances`` (the largest page, 1,000) over 10,000 in
 real HTTP (``httpx`` to uvicorn on loopback, the response parsed as a client does), against
 the same keyset query for the same rows and columns on the database driver's own connection
 (``sqlite3``, ``psycopg``), in the same rounds, on SQLite and on PostgreSQL. So that the detail
-says where the time goes, the same rounds also time the store's ``instances_page`` alone, then
-with each view's dict and the response's JSON body built in process, then the same GETs with
-the bodies read but their items left unparsed.
+says where the time goes, the same rounds also time the endpoint's store read
+(``instances_page_json``) alone; the Python path it replaced (``instances_page``, then with
+each view's dict and the response's JSON body built in process); and the same GETs with the
+bodies read but their items left unparsed.
 
 S4: one Fleet keeping 100 fake hosts of 100 instances each: ``Fleet.resync()`` (every host's
 full resync, each on its host's worker) against the sum of the 100 drivers' own
@@ -170,6 +171,13 @@ def bench_service_list_instances(
                 break
         assert seen == INSTANCES
 
+    def json_pages() -> None:
+        cursor: str | None = None
+        while True:
+            _, cursor = store.instances_page_json(after=cursor, limit=PAGE)
+            if cursor is None:
+                break
+
     with serving(create_app(fleet)) as base, httpx.Client(base_url=base, timeout=60) as client:
         headers = {"Authorization": f"Bearer {token}"}
 
@@ -199,6 +207,7 @@ def bench_service_list_instances(
             api_pages,
             {
                 "sql": bare,
+                "json": json_pages,
                 "store": store_pages,
                 "render": lambda: store_pages(render=True),
                 "http": lambda: api_pages(parse=False),
@@ -218,8 +227,10 @@ def bench_service_list_instances(
         target=("<=", TARGET_LIST_RATIO),
         detail=(
             f"API {ms(median(rounds.subject))}; bare {'sqlite3' if backend == 'sqlite' else 'psycopg'} "
-            f"keyset query {ms(median(rounds.baselines['sql']))}; in process, store.instances_page alone "
-            f"{_share(rounds, 'store')}, with the views' dicts and the JSON body {_share(rounds, 'render')}; "
+            f"keyset query {ms(median(rounds.baselines['sql']))}; in process, the endpoint's "
+            f"store.instances_page_json {_share(rounds, 'json')}; the Python path it replaced, "
+            f"store.instances_page alone {_share(rounds, 'store')}, with the views' dicts and the JSON body "
+            f"{_share(rounds, 'render')}; "
             f"through HTTP with the items left unparsed {_share(rounds, 'http')}; medians of "
             f"{len(rounds.subject)} rounds"
         ),
