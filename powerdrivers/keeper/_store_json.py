@@ -33,13 +33,15 @@ _BETWEEN: Final = ',{"id":'
 def joined_page(dialect: str, page: Select[Any]) -> Select[Any]:
     """Return the query of ``page``'s objects joined by commas in its order, and how many it has.
 
-    ``page`` selects ``host``, ``id`` and ``document`` of ``instance_json``, ordered and limited.
+    ``page`` selects ``host``, ``id`` and ``document`` of ``instance_json``, ordered and limited
+    (the limit is what keeps the order, see below).
     """
     rows = page.subquery("page")
     # In the order the ordered subquery yields its rows, as PostgreSQL documents for a sorted
-    # subquery and SQLite does; an ORDER BY in the aggregate (PostgreSQL, SQLite 3.44) sorts the
-    # page again, a third of the query's time on PostgreSQL (benchmark S1). The test suite holds
-    # every page's order to the views' on both databases.
+    # subquery and SQLite does (its LIMIT keeps either from merging it into the aggregate); an
+    # ORDER BY in the aggregate (PostgreSQL, SQLite 3.44) sorts the page again, a third of the
+    # query's time on PostgreSQL (benchmark S1). The test suite holds every page's order to the
+    # views' on both databases.
     name = "string_agg" if dialect == "postgresql" else "group_concat"
     joined = getattr(func, name)(rows.c.document, literal_column("','"))
     return select(joined, func.count()).select_from(rows)

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, inspect, text
-from store_support import both_databases
+from store_support import both_databases, is_postgresql
 
 from powerdrivers import InstanceReading, InstanceVcpuStats, PowerState, VcpuStats
 from powerdrivers.keeper import Cause, Policy, StoreError
@@ -223,3 +223,49 @@ def test_a_downgrade_to_0005_takes_the_kept_json_and_its_triggers_away(store_url
             )
     finally:
         engine.dispose()
+
+
+@both_databases
+def test_a_left_over_object_never_stops_the_store_recording_its_instance(store_url: str) -> None:
+    store = SqlStore(store_url)
+    engine = create_engine(store_url)
+    try:
+        store.register_host("h1", "fake", None)
+        with engine.begin() as connection:
+            # As a writer the triggers did not see would leave it (a data-only restore, say).
+            connection.execute(
+                text(
+                    "INSERT INTO instance_json (host, id, power_state, policy, document) "
+                    "VALUES ('h1', 'i-7', 'crashed', 'always', '{\"id\":\"i-7\"}')"
+                )
+            )
+        at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+        reading = InstanceReading("i-7", "back", PowerState.RUNNING, None, "running", None, at)
+        store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+        [item] = _pages_agree(store)
+        assert (item["name"], item["policy"]) == ("back", "manual")
+    finally:
+        engine.dispose()
+        store.close()
+
+
+@both_databases
+def test_emptying_the_instances_table_at_once_empties_the_kept_json(store_url: str) -> None:
+    store = SqlStore(store_url)
+    engine = create_engine(store_url)
+    try:
+        store.register_host("h1", "fake", None)
+        at = datetime(2026, 12, 3, 4, 0, tzinfo=UTC)
+        for number in range(3):
+            reading = InstanceReading(f"i-{number}", "vm", PowerState.RUNNING, None, "running", None, at)
+            store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+        # PostgreSQL's TRUNCATE fires no row trigger; SQLite has none (DELETE fires them).
+        emptying = "TRUNCATE instances" if is_postgresql(store_url) else "DELETE FROM instances"
+        with engine.begin() as connection:
+            connection.execute(text(emptying))
+        assert store.instances_page_json(limit=1000) == ("[]", None)
+        store.record_observation("h1", reading, previous=None, cause=Cause.APPEARED)
+        assert [item["id"] for item in _pages_agree(store)] == ["i-2"]
+    finally:
+        engine.dispose()
+        store.close()

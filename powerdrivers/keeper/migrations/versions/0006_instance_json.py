@@ -85,7 +85,9 @@ def _postgresql_columns(row: str) -> str:
 
 
 def _sqlite_triggers() -> list[str]:
-    kept = "INSERT INTO instance_json (host, id, power_state, policy, document) VALUES "
+    # OR REPLACE: a row left over by a writer the triggers did not see is overwritten, never a
+    # constraint error that would stop the store recording the instance.
+    kept = "INSERT OR REPLACE INTO instance_json (host, id, power_state, policy, document) VALUES "
     values = f"(NEW.host, NEW.id, NEW.power_state, NEW.policy, {_sqlite_object('NEW')})"
     return [
         f"CREATE TRIGGER instance_json_insert AFTER INSERT ON instances BEGIN {kept}{values}; END",
@@ -98,21 +100,31 @@ def _sqlite_triggers() -> list[str]:
 
 
 def _postgresql_triggers() -> list[str]:
+    # The functions keep the schema search path of the migration, whatever a writer's session says.
     return [
-        "CREATE FUNCTION instance_json_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "CREATE FUNCTION instance_json_keep() RETURNS trigger LANGUAGE plpgsql "
+        "SET search_path FROM CURRENT AS $$ BEGIN "
         "IF TG_OP <> 'INSERT' THEN "
         "DELETE FROM instance_json WHERE host = OLD.host AND id = OLD.id; "
         "END IF; "
         "IF TG_OP <> 'DELETE' THEN "
         "INSERT INTO instance_json (host, id, power_state, policy, document) "
         f"SELECT NEW.host, NEW.id, NEW.power_state, NEW.policy, row_to_json(shown)::text "
-        f"FROM (SELECT {_postgresql_columns('NEW')}) AS shown; "
+        f"FROM (SELECT {_postgresql_columns('NEW')}) AS shown "
+        # A row left over by a writer the triggers did not see is overwritten (as in SQLite).
+        "ON CONFLICT (host, id) DO UPDATE SET power_state = EXCLUDED.power_state, "
+        "policy = EXCLUDED.policy, document = EXCLUDED.document; "
         "END IF; "
         "RETURN NULL; END $$",
         "CREATE TRIGGER instance_json_insert_delete AFTER INSERT OR DELETE ON instances "
         "FOR EACH ROW EXECUTE FUNCTION instance_json_keep()",
         f"CREATE TRIGGER instance_json_update AFTER UPDATE OF {_SHOWN} ON instances "
         "FOR EACH ROW EXECUTE FUNCTION instance_json_keep()",
+        # TRUNCATE fires no row trigger: its own empties the copy too.
+        "CREATE FUNCTION instance_json_clear() RETURNS trigger LANGUAGE plpgsql "
+        "SET search_path FROM CURRENT AS $$ BEGIN DELETE FROM instance_json; RETURN NULL; END $$",
+        "CREATE TRIGGER instance_json_truncate AFTER TRUNCATE ON instances "
+        "FOR EACH STATEMENT EXECUTE FUNCTION instance_json_clear()",
     ]
 
 
@@ -136,6 +148,10 @@ def upgrade() -> None:
         )
         statements = _sqlite_triggers()
     else:
+        # Processes of the older version may still be writing: no change of theirs may fall
+        # between the fill and the triggers (writes wait; reads go on). SQLite's upgrade holds
+        # the database's write lock throughout already.
+        op.execute("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE")
         op.execute(
             "INSERT INTO instance_json (host, id, power_state, policy, document) "
             "SELECT shown.host, shown.id, shown.power_state, shown.policy, row_to_json(shown)::text "
@@ -147,12 +163,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the triggers, their function (PostgreSQL) and ``instance_json``."""
+    """Drop the triggers, their functions (PostgreSQL) and ``instance_json``."""
     if op.get_bind().dialect.name == "sqlite":
         for name in ("instance_json_insert", "instance_json_update", "instance_json_delete"):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
     else:
         op.execute("DROP TRIGGER IF EXISTS instance_json_insert_delete ON instances")
         op.execute("DROP TRIGGER IF EXISTS instance_json_update ON instances")
+        op.execute("DROP TRIGGER IF EXISTS instance_json_truncate ON instances")
         op.execute("DROP FUNCTION IF EXISTS instance_json_keep()")
+        op.execute("DROP FUNCTION IF EXISTS instance_json_clear()")
     op.drop_table("instance_json")
