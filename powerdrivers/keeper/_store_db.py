@@ -217,9 +217,10 @@ class StoreConnection:
         postgresql = self._engine.dialect.name == "postgresql"
         self._begin_write = _PG_BEGIN_WRITE if postgresql else None
         self._begin_quiet_write = _PG_BEGIN_QUIET_WRITE if postgresql else None
-        # PostgreSQL reads run in autocommit: under its READ COMMITTED every statement takes its
-        # own snapshot inside a transaction too, so BEGIN and COMMIT were two round trips that
-        # bought nothing (benchmark S1). SQLite's BEGIN does hold one snapshot for a whole read.
+        # PostgreSQL reads run in autocommit: under READ COMMITTED (its default; the store asks
+        # for no other) every statement takes its own snapshot inside a transaction too, so
+        # BEGIN and COMMIT were two round trips that bought nothing (benchmark S1). SQLite's
+        # BEGIN does hold one snapshot for a whole read.
         self._read_options: dict[str, Any] = {READ_ONLY: True}
         if postgresql:
             self._read_options["isolation_level"] = "AUTOCOMMIT"
